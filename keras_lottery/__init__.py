@@ -1,0 +1,36 @@
+"""keras-lottery: find winning lottery tickets in Keras 3 models.
+
+>>> ticket = keras_lottery.find_ticket(model, (x, y), rounds=5)
+>>> ticket.lottery.summary()
+"""
+
+from keras_lottery import layers
+from keras_lottery.convert import (
+    NotPrunableError,
+    apply_masks,
+    make_prunable,
+    prunable_weights,
+    sparsity,
+    strip,
+)
+from keras_lottery.data import Dataset, load_dataset
+from keras_lottery.record import LotteryRecord, RoundRecord
+from keras_lottery.search import STRATEGIES, find_ticket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "LotteryRecord",
+    "NotPrunableError",
+    "RoundRecord",
+    "STRATEGIES",
+    "apply_masks",
+    "find_ticket",
+    "layers",
+    "load_dataset",
+    "make_prunable",
+    "prunable_weights",
+    "sparsity",
+    "strip",
+]

@@ -1,0 +1,132 @@
+"""Keras callbacks used by the search: evaluation curve, θk snapshot, step limit."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def resolve_loss(model: keras.Model):
+    """The compiled loss of a single-output model, as a callable ``(y, y_pred)``."""
+    loss = model.loss
+    if isinstance(loss, dict | list | tuple):
+        raise ValueError(
+            "keras-lottery's evaluation needs a single-output model with one loss; "
+            f"got loss={loss!r}."
+        )
+    return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray, loss=None) -> float:
+    """Classification accuracy for sparse, one-hot or binary labels."""
+    y_true = np.asarray(y_true)
+    if y_pred.shape[-1] == 1:  # binary
+        from_logits = getattr(loss, "from_logits", False) or getattr(
+            getattr(loss, "fn", None), "from_logits", False
+        )
+        pred = (y_pred[..., 0] > (0.0 if from_logits else 0.5)).astype(int)
+        return float(np.mean(pred == y_true.reshape(pred.shape).astype(int)))
+    pred = y_pred.argmax(-1)
+    if y_true.shape == y_pred.shape:  # one-hot
+        y_true = y_true.argmax(-1)
+    return float(np.mean(pred == y_true.reshape(pred.shape)))
+
+
+class Evaluator:
+    """Loss and accuracy of a model on fixed arrays, computed in batches."""
+
+    def __init__(self, model: keras.Model, x, y, batch_size: int = 1000):
+        self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
+        self.loss = resolve_loss(model)
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def __call__(self) -> tuple[float, float]:
+        preds = [
+            self._forward(self.x[i : i + self.batch_size]).numpy()
+            for i in range(0, len(self.x), self.batch_size)
+        ]
+        y_pred = np.concatenate(preds)
+        loss = float(keras.ops.mean(self.loss(self.y, y_pred)))
+        return loss, accuracy(self.y, y_pred, self.loss)
+
+
+class EvaluationCurve(keras.callbacks.Callback):
+    """Evaluate every ``every`` iterations (and at each epoch end).
+
+    Validation loss and accuracy go into the epoch logs as ``val_loss`` and
+    ``val_accuracy`` (so the progress bar and History show them); the full
+    curve, with test metrics if a test evaluator is given, is kept in
+    ``self.curve`` for the early-stopping iteration.
+    """
+
+    def __init__(
+        self, validation: Evaluator, test: Evaluator | None = None, every: int | None = None
+    ):
+        super().__init__()
+        self.validation, self.test, self.every = validation, test, every
+        self.curve: list[dict[str, float]] = []
+
+    def on_train_begin(self, logs=None):
+        self._start = int(self.model.optimizer.iterations)
+
+    def _iteration(self) -> int:
+        return int(self.model.optimizer.iterations) - self._start
+
+    def _evaluate(self) -> dict[str, float]:
+        it = self._iteration()
+        if self.curve and self.curve[-1]["iteration"] == it:
+            return self.curve[-1]
+        point = {"iteration": it}
+        point["val_loss"], point["val_accuracy"] = self.validation()
+        if self.test is not None:
+            point["test_loss"], point["test_accuracy"] = self.test()
+        self.curve.append(point)
+        return point
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every and self._iteration() % self.every == 0:
+            self._evaluate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        point = self._evaluate()
+        if logs is not None:
+            logs["val_loss"] = point["val_loss"]
+            logs["val_accuracy"] = point["val_accuracy"]
+
+    def early_stop(self) -> dict[str, float] | None:
+        """The evaluation point of minimum validation loss (first on ties)."""
+        if not self.curve:
+            return None
+        return min(self.curve, key=lambda p: p["val_loss"])
+
+
+class WeightSnapshot(keras.callbacks.Callback):
+    """Copy all weights when training reaches iteration ``step`` (θk)."""
+
+    def __init__(self, variables: list, step: int):
+        super().__init__()
+        self.variables, self.step = variables, step
+        self.values: list[np.ndarray] | None = None
+
+    def on_train_begin(self, logs=None):
+        self._start = int(self.model.optimizer.iterations)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.values is None and int(self.model.optimizer.iterations) - self._start >= self.step:
+            self.values = [np.array(v) for v in self.variables]
+
+
+class StopAtIteration(keras.callbacks.Callback):
+    """Stop training after exactly ``steps`` optimizer iterations."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_begin(self, logs=None):
+        self._start = int(self.model.optimizer.iterations)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) - self._start >= self.steps:
+            self.model.stop_training = True

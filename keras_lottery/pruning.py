@@ -1,0 +1,107 @@
+"""How many weights each round keeps, and which ones.
+
+Pure NumPy on ``{name: array}`` dicts, so every rule can be read (and tested)
+without Keras.  All counts are taken from the *original* size of a layer, so
+after round ``r`` a layer pruned at rate ``p`` keeps exactly
+``round(n * (1 - p) ** r)`` weights: rounding never compounds.
+
+Ties in magnitude are broken by position (a stable sort), so the same weights
+always give the same mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def keep_count(size: int, rate: float, rounds_done: int) -> int:
+    """Weights kept out of ``size`` after ``rounds_done`` rounds at ``rate``."""
+    return int(round(size * (1.0 - rate) ** rounds_done))
+
+
+def per_round_rate(target_sparsity: float, rounds: int) -> float:
+    """The rate ``p`` with ``(1 - p) ** rounds == 1 - target_sparsity``."""
+    return 1.0 - (1.0 - target_sparsity) ** (1.0 / rounds)
+
+
+def _top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
+    """Mask keeping the ``k`` highest scores among ``alive`` positions."""
+    flat_scores = np.where(alive.ravel() > 0, scores.ravel(), -np.inf)
+    k = min(k, int(alive.sum()))
+    keep = np.zeros(flat_scores.size, dtype=alive.dtype)
+    if k > 0:
+        order = np.argsort(-flat_scores, kind="stable")
+        keep[order[:k]] = 1
+    return keep.reshape(alive.shape)
+
+
+def magnitude_layerwise(
+    weights: Arrays, masks: Arrays, keep: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Per layer, keep the ``keep[name]`` largest ``|w|`` among surviving weights."""
+    return {n: _top_k(np.abs(weights[n]), masks[n], keep[n]) for n in masks}
+
+
+def magnitude_global(weights: Arrays, masks: Arrays, total_keep: int) -> dict[str, np.ndarray]:
+    """One threshold across all layers: keep the ``total_keep`` largest ``|w|``."""
+    names = list(masks)
+    scores = np.concatenate([np.abs(weights[n]).ravel() for n in names])
+    alive = np.concatenate([masks[n].ravel() for n in names])
+    kept = _top_k(scores, alive, total_keep)
+    out, start = {}, 0
+    for n in names:
+        size = masks[n].size
+        out[n] = kept[start : start + size].reshape(masks[n].shape)
+        start += size
+    return out
+
+
+def random_prune(
+    masks: Arrays, keep: Mapping[str, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Per layer, keep ``keep[name]`` surviving weights chosen at random."""
+    return {n: _top_k(rng.random(m.shape), m, keep[n]) for n, m in masks.items()}
+
+
+def rearrange(masks: Arrays, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Same number of kept weights per layer, at uniformly random positions."""
+    return {n: rng.permutation(m.ravel()).reshape(m.shape) for n, m in masks.items()}
+
+
+UNIT_CRITERIA = ("input", "output", "product")
+
+
+def unit_scores(kernels: list[np.ndarray], masks: list[np.ndarray], criterion: str):
+    """Score the hidden units of a chain of Dense kernels.
+
+    ``kernels[i]`` has shape ``(fan_in, units_i)``; the units of layer ``i``
+    feed ``kernels[i + 1]``.  Returns one score vector per hidden layer (all
+    but the last kernel): the L1 norm of a unit's surviving input weights, of
+    its output weights, or their product.
+    """
+    if criterion not in UNIT_CRITERIA:
+        raise ValueError(f"unit criterion must be one of {UNIT_CRITERIA}, got {criterion!r}")
+    scores = []
+    for i in range(len(kernels) - 1):
+        w_in = np.abs(kernels[i] * masks[i]).sum(axis=0)
+        w_out = np.abs(kernels[i + 1] * masks[i + 1]).sum(axis=1)
+        scores.append({"input": w_in, "output": w_out, "product": w_in * w_out}[criterion])
+    return scores
+
+
+def unit_masks(
+    kernels: list[np.ndarray], masks: list[np.ndarray], keep_units: list[int], criterion: str
+) -> list[np.ndarray]:
+    """Remove whole hidden units: zero a unit's input column and output row."""
+    scores = unit_scores(kernels, masks, criterion)
+    new = [m.copy() for m in masks]
+    for i, (score, k) in enumerate(zip(scores, keep_units)):
+        alive_units = (masks[i].sum(axis=0) > 0).astype(masks[i].dtype)
+        kept_units = _top_k(score, alive_units, k)
+        new[i] = new[i] * kept_units[None, :]
+        new[i + 1] = new[i + 1] * kept_units[:, None]
+    return new

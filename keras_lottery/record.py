@@ -1,0 +1,151 @@
+"""The record of a ticket search: what each round kept and how it trained."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class RoundRecord:
+    """One round: the mask it trained with and how training went.
+
+    ``early_stop_iteration`` is the training iteration of minimum validation
+    loss (Frankle & Carbin's convergence measure); the ``early_stop_*``
+    accuracies are measured at that iteration.  ``curve`` holds every
+    evaluation point as ``{"iteration", "val_loss", "val_accuracy"[, "test_*"]}``.
+    """
+
+    round: int
+    sparsity: float
+    layer_sparsity: dict[str, float]
+    iterations: int = 0
+    seconds: float = 0.0
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    early_stop_iteration: int | None = None
+    early_stop_val_loss: float | None = None
+    early_stop_val_accuracy: float | None = None
+    early_stop_test_accuracy: float | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
+    masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def percent_remaining(self) -> float:
+        """Percent of prunable weights still present (the paper's Pm)."""
+        return 100.0 * (1.0 - self.sparsity)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metrics (masks left out: see :meth:`LotteryRecord.save`)."""
+        d = asdict(self)
+        d.pop("masks")
+        d["percent_remaining"] = self.percent_remaining
+        return d
+
+
+@dataclass
+class LotteryRecord:
+    """Everything a search did, reachable as ``model.lottery`` on its result.
+
+    ``rewind_weights`` are the values survivors were reset to each round
+    (θ0, or θk for late rewinding), keyed by variable path.
+    """
+
+    config: dict[str, Any]
+    rounds: list[RoundRecord] = field(default_factory=list)
+    rewind_weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def final(self) -> RoundRecord:
+        """The last round: the trained ticket."""
+        return self.rounds[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "rounds": [r.to_dict() for r in self.rounds]}
+
+    def to_json(self) -> str:
+        return json.dumps(_finite(self.to_dict()), indent=2)
+
+    def summary(self) -> str:
+        """A plain-text table: one line per round."""
+        cols = ("round", "remain%", "val_acc", "test_acc", "es_iter", "iters")
+        lines = [" ".join(f"{c:>8}" for c in cols)]
+        for r in self.rounds:
+            lines.append(
+                f"{r.round:>8} {r.percent_remaining:>8.2f} {_fmt(r.val_accuracy):>8} "
+                f"{_fmt(r.test_accuracy):>8} {str(r.early_stop_iteration):>8} {r.iterations:>8}"
+            )
+        return "\n".join(lines)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write ``record.json`` and ``masks.npz`` (atomically) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"round{r.round}/{name}": m for r in self.rounds for name, m in r.masks.items()}
+        arrays.update({f"rewind/{k}": v for k, v in self.rewind_weights.items()})
+        atomic_write(directory / "masks.npz", lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(directory / "record.json", lambda f: f.write(self.to_json().encode()))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> LotteryRecord:
+        """Read back what :meth:`save` wrote."""
+        directory = Path(directory)
+        data = json.loads((directory / "record.json").read_text())
+        record = cls(config=data["config"])
+        with np.load(directory / "masks.npz") as arrays:
+            for rd in data["rounds"]:
+                rd.pop("percent_remaining", None)
+                prefix = f"round{rd['round']}/"
+                rd["masks"] = {
+                    k[len(prefix) :]: arrays[k] for k in arrays.files if k.startswith(prefix)
+                }
+                record.rounds.append(RoundRecord(**rd))
+            record.rewind_weights = {
+                k[len("rewind/") :]: arrays[k] for k in arrays.files if k.startswith("rewind/")
+            }
+        return record
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _finite(obj):
+    """Replace NaN/inf by None so the JSON is standard."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(binary_file)`` on a temp file beside ``path``, then rename.
+
+    A crash leaves either the old file or none, never a half-written one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
