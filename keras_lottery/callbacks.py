@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def resolve_loss(model: keras.Model):
@@ -39,14 +38,9 @@ class Evaluator:
     def __init__(self, model: keras.Model, x, y, batch_size: int = 1000):
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.loss = resolve_loss(model)
-        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def __call__(self) -> tuple[float, float]:
-        preds = [
-            self._forward(self.x[i : i + self.batch_size]).numpy()
-            for i in range(0, len(self.x), self.batch_size)
-        ]
-        y_pred = np.concatenate(preds)
+        y_pred = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
         loss = float(keras.ops.mean(self.loss(self.y, y_pred)))
         return loss, accuracy(self.y, y_pred, self.loss)
 

@@ -14,6 +14,7 @@ The controls of the paper are branches of steps 3 and 4 (``strategy``).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from keras_lottery import pruning
 from keras_lottery.callbacks import EvaluationCurve, Evaluator, StopAtIteration, WeightSnapshot
+from keras_lottery.checkpoint import RunCheckpoint
 from keras_lottery.convert import NotPrunableError, apply_masks, make_prunable, prunable_weights
 from keras_lottery.data import Dataset, load_dataset
 from keras_lottery.record import LotteryRecord, RoundRecord
@@ -59,6 +61,7 @@ def find_ticket(
     seed: int | None = None,
     finetune_lr_scale: float = 0.1,
     data_dir: str | None = None,
+    run_dir: str | os.PathLike | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
     **fit_kwargs: Any,
@@ -102,6 +105,9 @@ def find_ticket(
         test_data: ``(x, y)`` evaluated with the validation curve.
         eval_every: evaluate every this many iterations (default: each epoch).
         seed: makes data order, initializers and masks reproducible.
+        run_dir: checkpoint every finished round there; calling again with the
+            same options resumes after the last finished round (see
+            :mod:`keras_lottery.checkpoint`).
         callbacks, verbose, **fit_kwargs: passed to every ``model.fit``.
 
     Optimizer and learning rate: every round starts from the optimizer's
@@ -114,6 +120,7 @@ def find_ticket(
         for k, v in locals().items()
         if k not in ("model", "data", "validation_data", "test_data", "callbacks", "fit_kwargs")
     }
+    config["run_dir"] = None if run_dir is None else str(run_dir)
     config["data"] = data if isinstance(data, str) or data is None else type(data).__name__
     _check_options(
         rounds,
@@ -165,53 +172,70 @@ def find_ticket(
     # 1. θ0: the user's weights, and the optimizer's initial state.
     ticket.optimizer.build(ticket.trainable_variables)
     state = [v for v in ticket.weights if not any(v is w.mask for w in weights)]
-    theta0 = [np.array(v) for v in state]
-    optimizer0 = [np.array(v) for v in ticket.optimizer.variables]
-    rewind_values = theta0
+    saved = {
+        "theta0": [np.array(v) for v in state],
+        "optimizer0": [np.array(v) for v in ticket.optimizer.variables],
+    }
+    saved["rewind"] = saved["theta0"]
     record = LotteryRecord(config=config)
     rng = np.random.default_rng(seed)
+    validation = Evaluator(ticket, *validation_data) if validation_data is not None else None
+    test = Evaluator(ticket, *test_data) if test_data is not None else None
+    start = 0
+    checkpoint = RunCheckpoint(run_dir, config) if run_dir is not None else None
+    if checkpoint is not None:
+        resumed = checkpoint.load(ticket, rng)
+        if resumed is not None:
+            last, record, saved = resumed
+            start = last + 1
 
-    for r in range(n_prunes + 1):
+    for r in range(start, n_prunes + 1):
+        if r > 0:
+            # 3. Prune p% of the trained weights, creating the next masks.
+            target_round = rounds if one_shot else r
+            new_masks = _next_masks(
+                weights, rates, target_round, scope, strategy, granularity, unit_criterion, rng
+            )
+            for w in weights:
+                w.mask.assign(new_masks[w.name])
+            # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer.
+            _reset(ticket, state, strategy, saved["rewind"], seed, r)
+            _restore_optimizer(
+                ticket.optimizer, saved["optimizer0"], rewind_to, strategy, finetune_lr_scale
+            )
+            apply_masks(ticket)
         # 2. Train the network, arriving at θj.
+        if seed is not None:
+            keras.utils.set_random_seed(seed + r)  # same stream whether resumed or not
         snapshot = None
         if r == 0 and isinstance(rewind_to, int) and rewind_to > 0:
             snapshot = WeightSnapshot(state, rewind_to)
-        round_record = _train(
-            ticket,
-            train,
-            r,
-            epochs,
-            steps,
-            batch_size,
-            validation_data,
-            test_data,
-            eval_every,
-            seed,
-            snapshot,
-            callbacks,
-            verbose,
-            fit_kwargs,
+        record.rounds.append(
+            _train(
+                ticket,
+                train,
+                r,
+                epochs,
+                steps,
+                batch_size,
+                validation,
+                test,
+                eval_every,
+                seed,
+                snapshot,
+                callbacks,
+                verbose,
+                fit_kwargs,
+            )
         )
-        record.rounds.append(round_record)
         if snapshot is not None:
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={rewind_to} was never reached in round 0.")
-            rewind_values = snapshot.values
-        if r == n_prunes:
-            break
-        # 3. Prune: compute the next masks from the trained weights.
-        target_round = rounds if one_shot else r + 1
-        new_masks = _next_masks(
-            weights, rates, target_round, scope, strategy, granularity, unit_criterion, rng
-        )
-        for w in weights:
-            w.mask.assign(new_masks[w.name])
-        # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer.
-        _reset(ticket, state, strategy, rewind_values, seed, r)
-        _restore_optimizer(ticket.optimizer, optimizer0, rewind_to, strategy, finetune_lr_scale)
-        apply_masks(ticket)
+            saved["rewind"] = snapshot.values
+        record.rewind_weights = {v.path: val for v, val in zip(state, saved["rewind"])}
+        if checkpoint is not None:
+            checkpoint.save(r, ticket, record, saved, rng)
 
-    record.rewind_weights = {v.path: val for v, val in zip(state, rewind_values)}
     ticket.lottery = record
     return ticket
 
@@ -426,8 +450,8 @@ def _train(
     epochs,
     steps,
     batch_size,
-    validation_data,
-    test_data,
+    validation: Evaluator | None,
+    test: Evaluator | None,
     eval_every,
     seed,
     snapshot,
@@ -438,12 +462,8 @@ def _train(
     """Train one round and describe it."""
     extra = list(callbacks or [])
     curve = None
-    if validation_data is not None:
-        curve = EvaluationCurve(
-            Evaluator(ticket, *validation_data),
-            Evaluator(ticket, *test_data) if test_data is not None else None,
-            eval_every,
-        )
+    if validation is not None:
+        curve = EvaluationCurve(validation, test, eval_every)
         extra.append(curve)
     if snapshot is not None:
         extra.insert(0, snapshot)
@@ -491,8 +511,8 @@ def _train(
         rec.early_stop_val_loss = best["val_loss"]
         rec.early_stop_val_accuracy = best["val_accuracy"]
         rec.early_stop_test_accuracy = best.get("test_accuracy")
-    elif test_data is not None:
-        rec.test_loss, rec.test_accuracy = Evaluator(ticket, *test_data)()
+    elif test is not None:
+        rec.test_loss, rec.test_accuracy = test()
     return rec
 
 
