@@ -17,6 +17,14 @@ def resolve_loss(model: keras.Model):
     return keras.losses.get(loss) if isinstance(loss, str) else loss
 
 
+def loss_value(loss, y_true, y_pred) -> float:
+    """Mean loss, with ``(n,)`` labels matched to ``(n, 1)`` outputs as Keras's fit does."""
+    y_true = np.asarray(y_true)
+    if y_pred.shape[-1] == 1 and y_true.ndim == len(y_pred.shape) - 1:
+        y_true = y_true[..., None]
+    return float(keras.ops.mean(loss(y_true, y_pred)))
+
+
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, loss=None) -> float:
     """Classification accuracy for sparse, one-hot or binary labels."""
     y_true = np.asarray(y_true)
@@ -41,8 +49,7 @@ class Evaluator:
 
     def __call__(self) -> tuple[float, float]:
         y_pred = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
-        loss = float(keras.ops.mean(self.loss(self.y, y_pred)))
-        return loss, accuracy(self.y, y_pred, self.loss)
+        return loss_value(self.loss, self.y, y_pred), accuracy(self.y, y_pred, self.loss)
 
 
 class EvaluationCurve(keras.callbacks.Callback):

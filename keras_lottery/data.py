@@ -137,16 +137,14 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
     """
     import tensorflow_datasets as tfds
 
-    (x_tr, y_tr), (x_te, y_te) = tfds.as_numpy(
-        tfds.load(
-            name,
-            split=["train", "test"],
-            as_supervised=True,
-            batch_size=-1,
-            data_dir=data_dir,
-            download=download,
-        )
+    splits = tfds.load(
+        name,
+        split=["train", "test"],
+        as_supervised=True,
+        data_dir=data_dir,
+        download=download,
     )
+    (x_tr, y_tr), (x_te, y_te) = (_to_numpy(split) for split in splits)
     squeeze = (lambda x: x[..., 0]) if x_tr.ndim == 4 and x_tr.shape[-1] == 1 else (lambda x: x)
     return Dataset(
         name,
@@ -155,6 +153,14 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
         _images(squeeze(x_te)),
         y_te.astype("int64"),
     )
+
+
+def _to_numpy(split) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for x, y in split.batch(4096).as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def load_dataset(

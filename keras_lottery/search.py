@@ -24,7 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import pruning
-from keras_lottery.callbacks import EvaluationCurve, Evaluator, StopAtIteration, WeightSnapshot
+from keras_lottery.callbacks import (
+    EvaluationCurve,
+    Evaluator,
+    StopAtIteration,
+    WeightSnapshot,
+    loss_value,
+    resolve_loss,
+)
 from keras_lottery.checkpoint import RunCheckpoint
 from keras_lottery.convert import NotPrunableError, apply_masks, make_prunable, prunable_weights
 from keras_lottery.data import Dataset, load_dataset
@@ -407,9 +414,7 @@ def _check_arrays(model, x, y, what):
             )
     sample_x = _fit_shape(model, x[:4], what)
     try:
-        from keras_lottery.callbacks import resolve_loss
-
-        value = keras.ops.mean(resolve_loss(model)(y[:4], model(sample_x, training=False)))
+        value = loss_value(resolve_loss(model), y[:4], model(sample_x, training=False))
     except Exception as e:
         raise ValueError(
             f"The {what} labels (shape {y.shape[1:]}, dtype {y.dtype}) do not fit the "
