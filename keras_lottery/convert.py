@@ -19,10 +19,10 @@ _SUBCLASS_HELP = (
     "keras-lottery rebuilds Sequential and functional models layer by layer, "
     "which is impossible for a subclassed keras.Model whose call() is Python code. "
     "Fix: build the same network with the functional API (keras.Input -> layers -> "
-    "keras.Model(inputs, outputs)) or keras.Sequential, using keras_lottery.layers."
-    "MaskedDense / MaskedConv2D ... directly inside your own layers if you need "
-    "custom code; keras_lottery then finds every layer that has a `prunable_weights()` "
-    "method."
+    "keras.Model(inputs, outputs)) or keras.Sequential; or keep your subclass and build "
+    "it from keras_lottery.layers.MaskedDense / MaskedConv2D / ... (any layer derived "
+    "from keras_lottery.layers.MaskedLayerMixin exposes `prunable_weights()`), and "
+    "find_ticket prunes it in place."
 )
 
 
@@ -90,7 +90,12 @@ def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     clone = cls.from_config(layer.get_config())
     if layer.built:
         clone.build_from_config(layer.get_build_config())
-        own = [w for w in clone.weights if not _is_mask_of(clone, w)]
+        # A masked source copies its masks too; a stock one leaves the new masks at 1.
+        own = (
+            clone.weights
+            if is_masked(layer)
+            else [w for w in clone.weights if not _is_mask_of(clone, w)]
+        )
         if len(own) != len(layer.weights):
             raise NotPrunableError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) could not be copied: "
@@ -115,12 +120,18 @@ def make_prunable(model: keras.Model) -> keras.Model:
     shared layers are preserved.  The compile state is *not* copied: compile
     the result, or let :func:`keras_lottery.find_ticket` do it.
 
+    A subclassed model cannot be copied: if it is built from ``Masked*``
+    layers it is returned as it is, otherwise ``NotPrunableError`` says how
+    to make it prunable.
+
     Raises:
         NotPrunableError: for subclassed or unbuilt models, or models with no
             prunable layer.
     """
-    if prunable_weights(model):
-        return model  # already mask-aware
+    if not isinstance(model, keras.Sequential | keras.src.models.Functional) and prunable_weights(
+        model
+    ):
+        return model  # a subclassed model built from Masked* layers: used as it is
     _check_convertible(model)
     clone = keras.models.clone_model(model, clone_function=_clone_layer, recursive=True)
     if not prunable_weights(clone):

@@ -76,7 +76,9 @@ def find_ticket(
     """Find a winning ticket in ``model`` and return it trained.
 
     ``model`` must be a compiled Sequential or functional Keras 3 model; it is
-    not modified.  A mask-aware copy (same weights = θ0) is trained, pruned
+    not modified.  (A subclassed model built from ``keras_lottery.layers.Masked*``
+    layers cannot be copied and is pruned in place.)  A mask-aware copy (same
+    weights = θ0) is trained, pruned
     and rewound ``rounds`` times, then trained once more; that final sparse
     model is returned, with the search's :class:`LotteryRecord` as
     ``result.lottery``.
@@ -156,7 +158,8 @@ def find_ticket(
         data, validation_data, validation_split, test_data, data_dir
     )
     ticket = make_prunable(model)
-    ticket.compile_from_config(model.get_compile_config())
+    if ticket is not model:
+        ticket.compile_from_config(model.get_compile_config())
     train = _check_data(ticket, train, "training data")
     validation_data = validation_data and _check_data(ticket, validation_data, "validation data")
     test_data = test_data and _check_data(ticket, test_data, "test data")
@@ -386,6 +389,8 @@ def _check_data(model, data, what):
 
 
 def _fit_shape(model, x, what):
+    if not getattr(model, "inputs", None):  # subclassed model: no declared input
+        return x
     expected = tuple(model.inputs[0].shape[1:])
     got = x.shape[1:]
     if len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got)):
@@ -403,7 +408,13 @@ def _check_arrays(model, x, y, what):
         raise ValueError(f"The {what} contains NaN or inf values; clean or impute it first.")
     if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
         raise ValueError(f"The {what} labels contain NaN or inf values.")
-    n_out = model.outputs[0].shape[-1]
+    try:
+        y_pred = model(_fit_shape(model, x[:4], what), training=False)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"The model cannot run on the {what} (shape {x.shape[1:]}): {e}") from e
+    n_out = y_pred.shape[-1]
     loss = model.loss if isinstance(model.loss, str) else type(model.loss).__name__
     loss_name = str(getattr(model.loss, "name", loss)).lower()
     if "sparse" in loss_name and np.issubdtype(y.dtype, np.integer):
@@ -412,14 +423,12 @@ def _check_arrays(model, x, y, what):
                 f"The {what} labels range over [{y.min()}, {y.max()}], but the model has "
                 f"{n_out} outputs: sparse categorical labels must be in [0, {n_out - 1}]."
             )
-    sample_x = _fit_shape(model, x[:4], what)
     try:
-        value = loss_value(resolve_loss(model), y[:4], model(sample_x, training=False))
+        value = loss_value(resolve_loss(model), y[:4], y_pred)
     except Exception as e:
         raise ValueError(
             f"The {what} labels (shape {y.shape[1:]}, dtype {y.dtype}) do not fit the "
-            f"model's loss {loss!r} with outputs of shape {tuple(model.outputs[0].shape[1:])}: "
-            f"{e}"
+            f"model's loss {loss!r} with outputs of shape {tuple(y_pred.shape[1:])}: {e}"
         ) from e
     if not np.isfinite(float(value)):
         raise ValueError(f"The loss on the {what} is not finite; check labels and loss.")

@@ -182,3 +182,33 @@ def test_import_does_not_change_tf_keras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().startswith("keras")  # Keras 3, not the legacy tf_keras
+
+
+def test_make_prunable_of_a_masked_model_copies_masks():
+    masked = kl.make_prunable(_functional_model())
+    _random_masks(masked)
+    again = kl.make_prunable(masked)
+    assert again is not masked
+    for a, b in zip(kl.prunable_weights(masked), kl.prunable_weights(again)):
+        np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
+
+
+def test_subclassed_model_of_masked_layers_is_pruned_in_place():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.hidden = kl.layers.MaskedDense(32, activation="relu")
+            self.out = kl.layers.MaskedDense(10)
+
+        def call(self, x):
+            return self.out(self.hidden(self.flat(x)))
+
+    net = Net()
+    net.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((120, 28, 28)).astype("float32"), rng.integers(0, 10, 120)
+    net(x[:1])
+    ticket = kl.find_ticket(net, (x, y), rounds=1, epochs=1, verbose=0, seed=0)
+    assert ticket is net
+    assert kl.sparsity(net)["overall"] > 0.1
