@@ -14,6 +14,7 @@ from keras_lottery.convert import (
     strip,
 )
 from keras_lottery.data import Dataset, load_dataset
+from keras_lottery.export import ExportReport, export
 from keras_lottery.record import LotteryRecord, RoundRecord
 from keras_lottery.search import STRATEGIES, find_ticket
 
@@ -21,11 +22,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dataset",
+    "ExportReport",
     "LotteryRecord",
     "NotPrunableError",
     "RoundRecord",
     "STRATEGIES",
     "apply_masks",
+    "export",
     "find_ticket",
     "layers",
     "load_dataset",
