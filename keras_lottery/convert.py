@@ -82,15 +82,14 @@ def _check_convertible(model) -> None:
         )
 
 
-def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A fresh copy of ``layer`` (masked if prunable) holding the same weights."""
-    if isinstance(layer, keras.layers.InputLayer):
-        return layer
-    cls = MASKED_VARIANTS.get(type(layer), type(layer))
+def _copy_layer(layer: keras.layers.Layer, cls: type) -> keras.layers.Layer:
+    """A new ``cls`` built from ``layer``'s config, holding the same weights.
+
+    Masks are copied when both have them; a stock source leaves new masks at 1.
+    """
     clone = cls.from_config(layer.get_config())
     if layer.built:
         clone.build_from_config(layer.get_build_config())
-        # A masked source copies its masks too; a stock one leaves the new masks at 1.
         own = (
             clone.weights
             if is_masked(layer)
@@ -104,6 +103,13 @@ def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         for dst, src in zip(own, layer.weights):
             dst.assign(src)
     return clone
+
+
+def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """``make_prunable``'s cloner: prunable layers become their masked variant."""
+    if isinstance(layer, keras.layers.InputLayer):
+        return layer
+    return _copy_layer(layer, MASKED_VARIANTS.get(type(layer), type(layer)))
 
 
 def _is_mask_of(layer, var) -> bool:
@@ -165,7 +171,7 @@ def _strip_layer(layer):
     if isinstance(layer, keras.layers.InputLayer):
         return layer
     if not is_masked(layer):
-        return _clone_layer(layer)
+        return _copy_layer(layer, type(layer))
     base = type(layer).__mro__[2]
     plain = base.from_config(layer.get_config())
     plain.build_from_config(layer.get_build_config())

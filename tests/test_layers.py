@@ -212,3 +212,11 @@ def test_subclassed_model_of_masked_layers_is_pruned_in_place():
     ticket = kl.find_ticket(net, (x, y), rounds=1, epochs=1, verbose=0, seed=0)
     assert ticket is net
     assert kl.sparsity(net)["overall"] > 0.1
+
+
+def test_strip_of_a_plain_model_stays_plain():
+    model = _functional_model()
+    plain = kl.strip(model)
+    assert not any(kl.layers.is_masked(layer) for layer in plain._flatten_layers())
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(plain(x), model(x))
