@@ -4,7 +4,7 @@
 >>> ticket.lottery.summary()
 """
 
-from keras_lottery import layers
+from keras_lottery import layers, zoo
 from keras_lottery.convert import (
     NotPrunableError,
     apply_masks,
@@ -31,6 +31,7 @@ __all__ = [
     "export",
     "find_ticket",
     "layers",
+    "zoo",
     "load_dataset",
     "make_prunable",
     "prunable_weights",

@@ -26,7 +26,7 @@ from keras_lottery.record import LotteryRecord, atomic_write
 
 MANIFEST = "checkpoint.json"
 #: Options that do not change the result, ignored when matching a run's config.
-_COSMETIC = ("verbose", "run_dir")
+_COSMETIC = ("verbose", "run_dir", "data_dir")
 
 
 class CorruptCheckpointError(RuntimeError):

@@ -474,11 +474,13 @@ def _train(
     fit_kwargs,
 ) -> RoundRecord:
     """Train one round and describe it."""
-    extra = list(callbacks or [])
+    # The evaluation curve runs first, so user callbacks see val_loss / val_accuracy.
+    extra = []
     curve = None
     if validation is not None:
         curve = EvaluationCurve(validation, test, eval_every)
         extra.append(curve)
+    extra += list(callbacks or [])
     if snapshot is not None:
         extra.insert(0, snapshot)
     ds = _as_dataset(train, batch_size, seed, repeat=steps is not None)

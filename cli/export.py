@@ -1,0 +1,50 @@
+"""``export``: write a finished run's ticket as .keras, SavedModel or TFLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_lottery import runs
+from keras_lottery.export import FORMATS
+
+from .errors import user_errors
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--format", "format_", type=click.Choice(list(FORMATS)), default="tflite", show_default=True
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
+)
+@click.option("--name", help="File name stem [ticket].")
+@click.option(
+    "--verify-size",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Test examples of the run's dataset to verify the export on (0: random inputs).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def export(run_dir, format_, output, name, verify_size, overwrite):
+    """Export the ticket of the finished run RUN_DIR (its ticket.keras).
+
+    The export is loaded back and compared with the Keras model on the run's
+    test data; tflite-int8-full calibrates on the run's training images.
+    """
+    with user_errors():
+        report = runs.export_run(
+            run_dir,
+            format_,
+            output,
+            name=name,
+            verify_size=verify_size,
+            overwrite=overwrite,
+        )
+        click.echo(report.summary())

@@ -1,0 +1,246 @@
+"""``find`` and ``resume``: run one configuration in its run directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keras_lottery import pruning, runs
+from keras_lottery.search import GRANULARITIES, SCOPES, STRATEGIES
+from keras_lottery.zoo import MODELS
+
+from .errors import user_errors
+from .progress import RoundProgress, RoundTensorBoard, write_jsonl
+
+D = runs.DEFAULTS
+
+
+def _layer_rate(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for item in values:
+        name, sep, rate = item.rpartition("=")
+        try:
+            out[name] = float(rate)
+        except ValueError:
+            name = sep = ""
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=RATE (e.g. dense_1=0.3), got {item!r}")
+    return out
+
+
+def _choice(values) -> click.Choice:
+    return click.Choice(list(values))
+
+
+#: The run options of ``find`` (one per key of :data:`keras_lottery.runs.DEFAULTS`).
+RUN_OPTIONS = [
+    click.option(
+        "--model",
+        default=D["model"],
+        show_default=True,
+        help=f"Zoo model ({', '.join(MODELS)}) or a .keras file (its weights are θ0).",
+    ),
+    click.option(
+        "--dataset",
+        default=D["dataset"],
+        show_default=True,
+        help="'mnist-5k' (embedded, offline), a folder of MNIST IDX files, a .npz "
+        "(x_train, y_train, x_test, y_test) or a TFDS name.",
+    ),
+    click.option("--data-dir", help="TFDS data_dir where a TFDS dataset is prepared."),
+    click.option("--train-size", type=int, help="Use the first N training examples."),
+    click.option("--test-size", type=int, help="Use the first N test examples."),
+    click.option(
+        "--optimizer",
+        help="Keras optimizer name (e.g. adam, sgd): replaces the model's, or compiles "
+        "an uncompiled .keras file (default adam).",
+    ),
+    click.option("--lr", type=float, help="Learning rate (default: the paper's / the model's)."),
+    click.option("--rounds", type=int, default=D["rounds"], show_default=True, help="Prunings."),
+    click.option(
+        "--rate",
+        type=float,
+        default=D["rate"],
+        show_default=True,
+        help="Fraction of the remaining weights pruned per round.",
+    ),
+    click.option("--output-rate", type=float, help="Rate of the output layer [rate/2]."),
+    click.option(
+        "--layer-rate",
+        "layer_rates",
+        multiple=True,
+        callback=_layer_rate,
+        metavar="NAME=RATE",
+        help="Rate of one layer by name (repeatable).",
+    ),
+    click.option(
+        "--target-sparsity", type=float, help="Final sparsity instead of --rate (e.g. 0.9)."
+    ),
+    click.option("--one-shot", is_flag=True, help="Prune to the final sparsity in one round."),
+    click.option("--scope", type=_choice(SCOPES), default=D["scope"], show_default=True),
+    click.option(
+        "--strategy",
+        type=_choice(STRATEGIES),
+        default=D["strategy"],
+        show_default=True,
+        help="rewind = lottery ticket; the others are the paper's controls.",
+    ),
+    click.option(
+        "--rewind-to",
+        default=D["rewind_to"],
+        show_default=True,
+        help="'init' (θ0) or an iteration k of round 0 (late rewinding).",
+    ),
+    click.option(
+        "--granularity", type=_choice(GRANULARITIES), default=D["granularity"], show_default=True
+    ),
+    click.option(
+        "--unit-criterion",
+        type=_choice(pruning.UNIT_CRITERIA),
+        default=D["unit_criterion"],
+        show_default=True,
+        help="Unit score for --granularity unit.",
+    ),
+    click.option(
+        "--epochs", type=int, default=D["epochs"], show_default=True, help="Epochs per round."
+    ),
+    click.option("--steps", type=int, help="Iterations per round (overrides --epochs)."),
+    click.option("--batch-size", type=int, default=D["batch_size"], show_default=True),
+    click.option(
+        "--validation-split",
+        type=float,
+        default=D["validation_split"],
+        show_default=True,
+        help="Held-out training fraction for the early-stop iteration (0: none).",
+    ),
+    click.option("--eval-every", type=int, help="Evaluate every N iterations [each epoch]."),
+    click.option(
+        "--seed", type=int, default=D["seed"], show_default=True, help="Seed of the whole run."
+    ),
+]
+
+PROGRESS_OPTIONS = [
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar or round lines."),
+    click.option(
+        "--log-jsonl",
+        type=click.Path(dir_okay=False),
+        help="Append one JSON object per round (and one at the end) to this file.",
+    ),
+    click.option(
+        "--tensorboard",
+        type=click.Path(file_okay=False),
+        help="Write TensorBoard logs to DIR/round_<r>.",
+    ),
+]
+
+
+def apply(options):
+    """Decorator adding a list of click options in order."""
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def done_line(run_dir: Path) -> str:
+    """``<run>/ticket.keras: 32.9% of weights remain, test accuracy ...`` from ``DONE``."""
+    s = runs.done_summary(run_dir) or {}
+    pct, acc, es = (
+        s.get("percent_remaining"),
+        s.get("test_accuracy"),
+        s.get("early_stop_test_accuracy"),
+    )
+    line = (
+        f"{run_dir / runs.TICKET_FILE}: {'?' if pct is None else f'{pct:.1f}'}% of weights remain"
+    )
+    if acc is not None:
+        line += f", test accuracy {acc:.4f}"
+    if es is not None:
+        line += f" ({es:.4f} at the early-stop iteration)"
+    return line
+
+
+def execute(
+    config: dict[str, Any],
+    run_dir: Path,
+    quiet: bool = False,
+    log_jsonl: str | None = None,
+    tensorboard: str | None = None,
+) -> None:
+    """Run or resume ``config`` in ``run_dir`` with progress output; no-op if done."""
+    if runs.is_done(run_dir):
+        click.echo(f"Run {run_dir} is already done; nothing to do.")
+        click.echo(done_line(run_dir))
+        return
+    last = runs.total_rounds(config) - 1
+    completed = runs.completed_round(run_dir)
+    first = 0 if completed is None else completed + 1
+    echo = None if quiet else click.echo
+    if not quiet:
+        verb = f"Resuming after round {completed}" if completed is not None else "Starting"
+        click.echo(f"{verb}: run {run_dir} ({config['model']} on {Path(config['dataset']).name})")
+    progress = RoundProgress(run_dir, last, first, echo=echo, jsonl=log_jsonl)
+    callbacks = [progress]
+    if tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            raise click.UsageError("--tensorboard needs the tensorboard package: pip install it.")
+        callbacks.append(RoundTensorBoard(tensorboard, first))
+    t0 = time.perf_counter()
+    ticket = runs.run(config, run_dir, callbacks=callbacks, verbose=0 if quiet else "auto")
+    progress.finish(ticket.lottery)
+    if log_jsonl:
+        write_jsonl(
+            log_jsonl,
+            {"event": "done", "run_dir": str(run_dir), **(runs.done_summary(run_dir) or {})},
+        )
+    if not quiet:
+        click.echo(ticket.lottery.summary())
+    click.echo(f"Done in {time.perf_counter() - t0:.1f}s: {done_line(run_dir)}")
+
+
+def options_to_config(options: dict[str, Any]) -> dict[str, Any]:
+    """CLI option values -> a raw run configuration (validated by normalize_config)."""
+    return {k: options[k] for k in runs.DEFAULTS}
+
+
+@click.command()
+@apply(RUN_OPTIONS)
+@click.option(
+    "--runs-root",
+    type=click.Path(file_okay=False),
+    default="runs",
+    show_default=True,
+    help="Where run directories are created.",
+)
+@apply(PROGRESS_OPTIONS)
+def find(runs_root, quiet, log_jsonl, tensorboard, **options):
+    """Find a winning ticket; the run lives in RUNS_ROOT/<config hash>.
+
+    With no options: LeNet-300-100 on the embedded 5,000-digit MNIST sample,
+    5 rounds of 20% layerwise pruning (output layer 10%) with rewinding to θ0,
+    8 epochs per round, 10% of the training data held out for early stopping,
+    seed 0: about a minute on two CPU cores, offline.
+
+    The same options again resume an unfinished run, or report a finished one.
+    """
+    with user_errors():
+        config = runs.normalize_config(options_to_config(options))
+        run_dir = runs.prepare_run(config, runs_root)
+        execute(config, run_dir, quiet, log_jsonl, tensorboard)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@apply(PROGRESS_OPTIONS)
+def resume(run_dir, quiet, log_jsonl, tensorboard):
+    """Continue RUN_DIR after its last finished round (reads its config.json)."""
+    with user_errors():
+        config = runs.load_config(run_dir)
+        execute(config, run_dir, quiet, log_jsonl, tensorboard)

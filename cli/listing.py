@@ -1,0 +1,25 @@
+"""``list``: the run directories under a runs root and how far each got."""
+
+from __future__ import annotations
+
+import click
+
+from keras_lottery import runs
+
+from .errors import user_errors
+
+
+@click.command("list")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False))
+def list_runs(paths):
+    """List runs in PATHS (runs roots or run directories; default: runs/)."""
+    with user_errors():
+        dirs = runs.list_runs(paths or ["runs"])
+        for d in dirs:
+            try:
+                info = runs.run_info(d)
+            except (runs.RunError, ValueError) as e:
+                click.echo(f"{d}  unreadable: {e}")
+                continue
+            settings = " ".join(f"{k}={v}" for k, v in runs.non_default(info.config).items())
+            click.echo(f"{d}  {info.status:<10}  {settings or '(defaults)'}")

@@ -1,0 +1,55 @@
+"""``report``: tables and paper-style plots over run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_lottery import report as lib
+
+from .errors import user_errors
+
+
+def _write(target: str, text: str) -> None:
+    if target == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(target).write_text(text)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Write accuracy.png and early_stop.png into this folder.",
+)
+@click.option("--csv", "csv_path", metavar="FILE", help="Write the table as CSV ('-': stdout).")
+@click.option("--json", "json_path", metavar="FILE", help="Write the table as JSON ('-': stdout).")
+@click.option(
+    "--group-by",
+    multiple=True,
+    metavar="KEY",
+    help="Group runs by these settings (repeatable) [those that differ, except seed].",
+)
+def report(paths, out, csv_path, json_path, group_by):
+    """Summarize PATHS (run directories, or folders of them, e.g. runs/).
+
+    Per group and round: test accuracy at the end of training and at the
+    early-stop iteration, early-stop iteration and percent of weights
+    remaining, as mean [min, max] over seeds.
+    """
+    with user_errors():
+        rows = lib.summarize(lib.load_runs(paths), group_by or None)
+        if not rows:
+            raise click.ClickException("The runs have no finished round yet.")
+        if "-" not in (csv_path, json_path):
+            click.echo(lib.format_table(rows))
+        if csv_path:
+            _write(csv_path, lib.to_csv(rows))
+        if json_path:
+            _write(json_path, lib.to_json(rows) + "\n")
+        if out:
+            for figure in lib.plot(rows, out).values():
+                click.echo(f"Wrote {figure.path}", err=True)

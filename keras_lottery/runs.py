@@ -1,0 +1,756 @@
+"""Run directories: one resumable ticket search per configuration.
+
+A *run configuration* is a flat dict of JSON values (:data:`DEFAULTS` lists
+every key and its default): the model (a :mod:`~keras_lottery.zoo` name or a
+``.keras`` file), the dataset (see :func:`~keras_lottery.data.load_dataset`)
+and the options of :func:`~keras_lottery.find_ticket`.  Each configuration
+lives in ``<runs_root>/<run_id>``, where the id is a short SHA-256 of the
+canonical JSON of its *non-default* settings, so the same configuration always
+maps to the same directory::
+
+    config.json          the configuration (and its id)
+    checkpoint.json ...  find_ticket's per-round checkpoints (resumable)
+    ticket.keras         the trained ticket, written atomically at the end
+    DONE                 JSON summary, written last: the run is finished
+
+>>> config = normalize_config({"rounds": 2, "strategy": "reinit"})
+>>> run_dir = prepare_run(config, "runs")
+>>> ticket = run(config, run_dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import difflib
+import functools
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_lottery import pruning
+from keras_lottery.checkpoint import MANIFEST, CorruptCheckpointError
+from keras_lottery.data import DEFAULT_DATASET, Dataset, load_dataset
+from keras_lottery.record import atomic_write
+from keras_lottery.search import GRANULARITIES, SCOPES, STRATEGIES, find_ticket
+from keras_lottery.zoo import MODELS, get_model
+
+CONFIG_FILE = "config.json"
+TICKET_FILE = "ticket.keras"
+DONE_FILE = "DONE"
+LOCK_FILE = ".lock"
+
+#: Every key of a run configuration and its default.  The defaults make the
+#: plain ``keras-lottery find`` a run of about a minute on two CPU cores.
+DEFAULTS: dict[str, Any] = {
+    "model": "lenet_300_100",
+    "dataset": DEFAULT_DATASET,
+    "data_dir": None,
+    "train_size": None,
+    "test_size": None,
+    "optimizer": None,
+    "lr": None,
+    "rounds": 5,
+    "rate": 0.2,
+    "output_rate": None,
+    "layer_rates": {},
+    "target_sparsity": None,
+    "one_shot": False,
+    "scope": "layerwise",
+    "strategy": "rewind",
+    "rewind_to": "init",
+    "granularity": "weight",
+    "unit_criterion": "product",
+    "epochs": 8,
+    "steps": None,
+    "batch_size": 60,
+    "validation_split": 0.1,
+    "eval_every": None,
+    "seed": 0,
+}
+
+#: Keys that locate things without changing results: kept out of the run id.
+LOCATION_KEYS = ("data_dir",)
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, unreadable, or in use by another process."""
+
+
+# -- configuration ----------------------------------------------------------
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_key_message(key: str, where: str = "configuration") -> str:
+    """``"unknown option 'x' in configuration (did you mean ...?)"``."""
+    return f"unknown option {key!r} in {where}{_suggest(key, list(DEFAULTS))}"
+
+
+def _number(key: str, value: Any, kind: type, low=None, high=None, open_low=False):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{key} must be a number, got {value!r}.")
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, got {value!r}.")
+    if kind is int and float(value) != number:
+        raise ValueError(f"{key} must be an integer, got {value!r}.")
+    if (low is not None and (number < low or (open_low and number == low))) or (
+        high is not None and number >= high
+    ):
+        bounds = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'})"
+        raise ValueError(f"{key} must be in {bounds}, got {value!r}.")
+    return number
+
+
+def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.")
+    return value
+
+
+def _is_model_file(model: str) -> bool:
+    return model.endswith(".keras") or os.sep in model or "/" in model
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill in defaults, check names, types and ranges; return a new dict.
+
+    Local model and dataset paths become absolute; a ``.keras`` model file also
+    gets its ``model_sha256`` (part of the run id, so an edited file is a new run).
+
+    Raises:
+        ValueError: an unknown key (with a suggestion) or a bad value, naming the key.
+        FileNotFoundError: a ``.keras`` model file that does not exist.
+    """
+    for key in config:
+        if key not in DEFAULTS and key != "model_sha256":
+            raise ValueError(unknown_key_message(key))
+    c = {**copy.deepcopy(DEFAULTS), **{k: v for k, v in config.items() if k != "model_sha256"}}
+    for key in ("model", "dataset"):
+        if not isinstance(c[key], str) or not c[key]:
+            raise ValueError(f"{key} must be a non-empty string, got {c[key]!r}.")
+    if _is_model_file(c["model"]):
+        path = Path(c["model"]).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"No such model file: {c['model']}")
+        c["model"] = str(path)
+        c["model_sha256"] = _file_sha256(path)
+    else:
+        key = c["model"].lower().replace("-", "_")
+        if key not in MODELS:
+            raise ValueError(
+                f"Unknown model {c['model']!r}; choose one of {', '.join(MODELS)} "
+                "or give a .keras file."
+            )
+        c["model"] = key
+    dataset = Path(c["dataset"]).expanduser()
+    if c["dataset"] != DEFAULT_DATASET and (dataset.exists() or dataset.suffix == ".npz"):
+        c["dataset"] = str(dataset.resolve())
+    for key in ("data_dir", "optimizer"):
+        if c[key] is not None and not isinstance(c[key], str):
+            raise ValueError(f"{key} must be a string, got {c[key]!r}.")
+    for key in ("train_size", "test_size", "steps", "eval_every"):
+        c[key] = _number(key, c[key], int, 1)
+    c["rounds"] = _number("rounds", c["rounds"], int, 1)
+    c["epochs"] = _number("epochs", c["epochs"], int, 1)
+    c["batch_size"] = _number("batch_size", c["batch_size"], int, 1)
+    if c["seed"] is not None:
+        c["seed"] = _number("seed", c["seed"], int, 0)
+    c["lr"] = _number("lr", c["lr"], float, 0.0, open_low=True)
+    for key in ("rate", "output_rate", "target_sparsity"):
+        c[key] = _number(key, c[key], float, 0.0, 1.0, open_low=True)
+    c["validation_split"] = _number("validation_split", c["validation_split"], float, 0.0, 1.0)
+    if c["rounds"] is None or c["rate"] is None:
+        raise ValueError("rounds and rate must not be empty.")
+    if not isinstance(c["layer_rates"] or {}, Mapping):
+        raise ValueError(f"layer_rates must map layer names to rates, got {c['layer_rates']!r}.")
+    c["layer_rates"] = {
+        str(k): _number(f"layer_rates[{k!r}]", v, float, 0.0, 1.0, open_low=True)
+        for k, v in sorted((c["layer_rates"] or {}).items())
+    }
+    if not isinstance(c["one_shot"], bool):
+        raise ValueError(f"one_shot must be true or false, got {c['one_shot']!r}.")
+    c["scope"] = _choice("scope", c["scope"], SCOPES)
+    c["strategy"] = _choice("strategy", c["strategy"], STRATEGIES)
+    c["granularity"] = _choice("granularity", c["granularity"], GRANULARITIES)
+    c["unit_criterion"] = _choice("unit_criterion", c["unit_criterion"], pruning.UNIT_CRITERIA)
+    c["rewind_to"] = parse_rewind_to(c["rewind_to"])
+    return c
+
+
+def parse_rewind_to(value: Any) -> str | int:
+    """``"init"`` or an iteration ``k >= 0`` (``"100"`` becomes 100)."""
+    if value == "init":
+        return "init"
+    try:
+        return _number("rewind_to", value, int, 0)
+    except ValueError:
+        raise ValueError(f"rewind_to must be 'init' or an iteration >= 0, got {value!r}.") from None
+
+
+def non_default(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that differ from :data:`DEFAULTS` and change results.
+
+    A ``.keras`` model file is identified by its content (``sha256:...``).
+    """
+    out = {
+        k: v
+        for k, v in config.items()
+        if k in DEFAULTS and k not in LOCATION_KEYS and v != DEFAULTS[k]
+    }
+    if config.get("model_sha256"):
+        out["model"] = f"sha256:{config['model_sha256']}"
+    return out
+
+
+def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
+    """Short SHA-256 of the canonical JSON of :func:`non_default` (the run id)."""
+    text = json.dumps(non_default(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def run_dir_for(config: Mapping[str, Any], runs_root: str | os.PathLike = "runs") -> Path:
+    """``<runs_root>/<config_hash(config)>``."""
+    return Path(runs_root) / config_hash(config)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def prepare_run(config: Mapping[str, Any], runs_root: str | os.PathLike = "runs") -> Path:
+    """Create the run directory of a normalized ``config`` and its ``config.json``.
+
+    An existing directory keeps its file, except that location keys (``data_dir``)
+    are updated.  Returns the directory.
+    """
+    run_dir = run_dir_for(config, runs_root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        old = load_config(run_dir)
+        if non_default(old) != non_default(config):
+            raise RunError(f"{run_dir} holds a different configuration; delete it or move it.")
+        if old == dict(config):
+            return run_dir
+    _write_json(
+        path,
+        {"run_id": config_hash(config), "non_default": non_default(config), "config": config},
+    )
+    return run_dir
+
+
+def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The normalized configuration stored in ``run_dir/config.json``.
+
+    Raises:
+        RunError: not a run directory, or an unreadable/invalid ``config.json``.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a directory.")
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run directory (no {CONFIG_FILE}).")
+    try:
+        data = json.loads(path.read_text())
+        config = normalize_config(data["config"])
+        if data["config"].get("model_sha256"):  # the file's content when the run began
+            config["model_sha256"] = data["config"]["model_sha256"]
+        return config
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RunError(f"{path} is unreadable or corrupt ({type(e).__name__}: {e}).") from e
+    except (ValueError, FileNotFoundError) as e:
+        raise RunError(f"{path} holds an invalid configuration: {e}") from e
+
+
+# -- status -----------------------------------------------------------------
+
+
+def total_rounds(config: Mapping[str, Any]) -> int:
+    """Training rounds of a run: ``rounds + 1`` (or 2 when one-shot)."""
+    return 2 if config["one_shot"] else config["rounds"] + 1
+
+
+def completed_round(run_dir: str | os.PathLike) -> int | None:
+    """The last round ``run_dir`` has checkpointed (0-based), or ``None``."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return int(json.loads(path.read_text())["completed_round"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptCheckpointError(f"{path} is unreadable or corrupt ({e}).") from e
+
+
+def done_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``DONE`` summary of a finished run, or ``None`` if it is not finished."""
+    path = Path(run_dir) / DONE_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is unreadable or corrupt ({e}).") from e
+
+
+def is_done(run_dir: str | os.PathLike) -> bool:
+    """True once ``run_dir`` has its ``DONE`` marker."""
+    return (Path(run_dir) / DONE_FILE).exists()
+
+
+@dataclass
+class RunInfo:
+    """One run directory and how far it got."""
+
+    path: Path
+    config: dict[str, Any]
+    completed_round: int | None
+    total_rounds: int
+    done: bool
+
+    @property
+    def status(self) -> str:
+        if self.done:
+            return "done"
+        if self.completed_round is None:
+            return "new"
+        return f"round {self.completed_round + 1}/{self.total_rounds}"
+
+
+def run_info(run_dir: str | os.PathLike) -> RunInfo:
+    """Configuration and progress of one run directory (raises :class:`RunError`)."""
+    config = load_config(run_dir)
+    return RunInfo(
+        Path(run_dir),
+        config,
+        completed_round(run_dir),
+        total_rounds(config),
+        is_done(run_dir),
+    )
+
+
+def list_runs(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Run directories among ``paths``: each a run directory or a folder of them."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / CONFIG_FILE).is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(d for d in p.iterdir() if (d / CONFIG_FILE).is_file()))
+        else:
+            raise RunError(f"{p} is not a directory.")
+    return found
+
+
+# -- running ------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_dataset(name: str, data_dir: str | None, mtime: float | None) -> Dataset:
+    return load_dataset(name, data_dir=data_dir)
+
+
+def load_data(config: Mapping[str, Any]) -> Dataset:
+    """The configuration's dataset, cut to ``train_size`` / ``test_size``.
+
+    The last dataset loaded is kept in memory (a sweep loads it once).
+    """
+    path = Path(config["dataset"])
+    mtime = path.stat().st_mtime if path.exists() else None
+    data = _cached_dataset(config["dataset"], config["data_dir"], mtime)
+    if config["train_size"] or config["test_size"]:
+        data = data.subset(config["train_size"], config["test_size"])
+    return data
+
+
+def _optimizer(name: str | None, lr: float | None, current) -> keras.optimizers.Optimizer:
+    if name is None and current is not None:
+        cfg = current.get_config()
+        if lr is not None:
+            cfg["learning_rate"] = lr
+        return type(current).from_config(cfg)
+    optimizer = keras.optimizers.get(name or "adam")
+    if lr is not None:
+        optimizer.learning_rate = lr
+    return optimizer
+
+
+def build_model(config: Mapping[str, Any], data: Dataset) -> keras.Model:
+    """The configuration's compiled model, shaped for ``data``.
+
+    Zoo models are built with ``seed``; a ``.keras`` file is loaded as saved
+    (its weights are θ0) and, if it is not compiled, compiled with
+    ``optimizer`` (default Adam) and ``lr`` and a cross-entropy loss.  Given
+    ``optimizer``/``lr`` replace the optimizer of a compiled model.
+    """
+    if config.get("model_sha256"):
+        path = Path(config["model"])
+        if not path.is_file():
+            raise FileNotFoundError(f"No such model file: {path}")
+        if _file_sha256(path) != config["model_sha256"]:
+            raise RunError(f"{path} changed since this run was configured (checksum differs).")
+        model = keras.models.load_model(path)
+    else:
+        model = get_model(
+            config["model"], data.x_train.shape[1:], data.num_classes, seed=config["seed"]
+        )
+    compiled = getattr(model, "optimizer", None) is not None and model.compiled
+    if compiled and config["optimizer"] is None and config["lr"] is None:
+        return model
+    if compiled:
+        loss = model.loss
+    else:
+        loss = (
+            "binary_crossentropy"
+            if model.outputs[0].shape[-1] == 1
+            else "sparse_categorical_crossentropy"
+        )
+    optimizer = _optimizer(config["optimizer"], config["lr"], model.optimizer if compiled else None)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def find_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :func:`find_ticket` keyword arguments of a configuration."""
+    keys = (
+        "rounds",
+        "rate",
+        "output_rate",
+        "target_sparsity",
+        "one_shot",
+        "scope",
+        "strategy",
+        "rewind_to",
+        "granularity",
+        "unit_criterion",
+        "epochs",
+        "steps",
+        "batch_size",
+        "eval_every",
+        "seed",
+    )
+    options = {k: config[k] for k in keys}
+    options["layer_rates"] = dict(config["layer_rates"]) or None
+    options["validation_split"] = config["validation_split"] or None
+    return options
+
+
+@contextlib.contextmanager
+def _lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (released even on SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunError(f"{run_dir} is in use by another process.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _save_model(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run(
+    config: Mapping[str, Any],
+    run_dir: str | os.PathLike,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    verbose: int | str = "auto",
+) -> keras.Model:
+    """Run (or resume) the search of ``config`` in ``run_dir``; return the ticket.
+
+    Checkpoints every round into ``run_dir``; at the end writes ``ticket.keras``
+    and then the ``DONE`` summary.  A finished run is loaded, not redone.
+
+    Raises:
+        RunError: the directory is locked by another process.
+        ValueError, FileNotFoundError, CorruptCheckpointError: from the library.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(run_dir):
+        return load_ticket(run_dir)
+    with _lock(run_dir):
+        t0 = time.perf_counter()
+        data = load_data(config)
+        model = build_model(config, data)
+        ticket = find_ticket(
+            model,
+            data,
+            **find_options(config),
+            run_dir=run_dir,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        _save_model(ticket, run_dir / TICKET_FILE)
+        final = ticket.lottery.final
+        summary = {
+            "run_id": config_hash(config),
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "rounds": len(ticket.lottery.rounds),
+            "sparsity": final.sparsity,
+            "percent_remaining": final.percent_remaining,
+            "test_accuracy": final.test_accuracy,
+            "early_stop_iteration": final.early_stop_iteration,
+            "early_stop_test_accuracy": final.early_stop_test_accuracy,
+            "seconds_this_session": time.perf_counter() - t0,
+            "seconds_training": sum(r.seconds for r in ticket.lottery.rounds),
+        }
+        _write_json(run_dir / DONE_FILE, summary)
+    return ticket
+
+
+def load_ticket(run_dir: str | os.PathLike) -> keras.Model:
+    """The trained, mask-aware ticket of a finished run (``ticket.keras``)."""
+    path = Path(run_dir) / TICKET_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {TICKET_FILE}: the run is not finished.")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:
+        raise RunError(f"{path} does not load ({type(e).__name__}: {e}).") from e
+
+
+def model_inputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """``x`` reshaped to the model's input shape, e.g. (n, 28, 28) -> (n, 28, 28, 1)."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if None in shape or tuple(x.shape[1:]) == shape:
+        return x
+    return x.reshape((len(x), *shape))
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    format: str = "tflite",
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    verify_size: int = 1000,
+    overwrite: bool = False,
+):
+    """Export a finished run's ticket with :func:`keras_lottery.export.export`.
+
+    Default ``path``: ``<run_dir>/export/<name><suffix>`` with ``name`` ``"ticket"``.
+    The run's dataset verifies the export (first ``verify_size`` test examples)
+    and calibrates ``"tflite-int8-full"`` (training images).
+    """
+    from keras_lottery.export import FORMATS, export
+
+    if format not in FORMATS:
+        raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    ticket = load_ticket(run_dir)
+    name = name or "ticket"
+    if path is None:
+        path = run_dir / "export" / f"{name}{FORMATS[format]}"
+    data = load_data(config)
+    verify = None
+    if verify_size:
+        x = model_inputs(ticket, data.x_test[:verify_size])
+        verify = (x, data.y_test[:verify_size])
+    representative = None
+    if format == "tflite-int8-full":
+        representative = model_inputs(ticket, data.x_train[:256])
+    return export(
+        ticket,
+        path,
+        format,
+        name=name,
+        representative_data=representative,
+        verify_data=verify,
+        overwrite=overwrite,
+    )
+
+
+# -- sweeps -------------------------------------------------------------------
+
+
+def expand_grid(
+    base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The cartesian product of ``grid`` over ``base``: one raw config per job.
+
+    ``grid`` maps keys to lists of values; the last key varies fastest.
+    """
+    grid = dict(grid or {})
+    keys = list(grid)
+    return [
+        {**base, **dict(zip(keys, values))}
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
+
+
+class SpecError(ValueError):
+    """A malformed sweep spec; the message names the file, line and key."""
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep spec: normalized job configurations and where they go."""
+
+    path: Path
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    runs_root: str | None
+    jobs: list[dict[str, Any]]
+
+
+_SPEC_KEYS = ("base", "grid", "runs_root")
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """1-based line of each mapping key / list item, by path, from the YAML (or JSON) text."""
+    import yaml
+
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path):
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                lines[(*path, k.value)] = k.start_mark.line + 1
+                walk(v, (*path, k.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _parse_spec(path: Path, text: str) -> Any:
+    import yaml
+
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: {e.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}: {where}{problem}") from None
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read a YAML or JSON sweep spec and expand it into job configurations.
+
+    The spec is a mapping with ``base`` (options shared by all jobs), ``grid``
+    (option -> list of values; the jobs are the cartesian product) and an
+    optional ``runs_root``.  Every option name and value is checked here.
+
+    Raises:
+        SpecError: naming the file, the line and the wrong key or value.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such sweep spec: {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: unreadable ({e}).") from None
+    spec = _parse_spec(path, text)
+    lines = _key_lines(text)
+
+    def fail(keys: tuple, message: str):
+        line = next((lines[keys[:i]] for i in range(len(keys), -1, -1) if keys[:i] in lines), None)
+        raise SpecError(f"{path}: {f'line {line}: ' if line else ''}{message}")
+
+    if not isinstance(spec, dict):
+        fail((), f"a sweep spec must be a mapping with keys {', '.join(_SPEC_KEYS)}.")
+    for key in spec:
+        if key not in _SPEC_KEYS:
+            hint = (
+                "; put run options under 'base:' or 'grid:'"
+                if key in DEFAULTS
+                else _suggest(str(key), _SPEC_KEYS)
+            )
+            fail((key,), f"unknown key {key!r} at the top level{hint}.")
+    base = spec.get("base") or {}
+    grid = spec.get("grid") or {}
+    for section, value in (("base", base), ("grid", grid)):
+        if not isinstance(value, dict):
+            fail((section,), f"'{section}' must be a mapping of option names to values.")
+        for key in value:
+            if key not in DEFAULTS:
+                fail((section, key), unknown_key_message(str(key), f"'{section}'") + ".")
+    runs_root = spec.get("runs_root")
+    if runs_root is not None and not isinstance(runs_root, str):
+        fail(("runs_root",), f"runs_root must be a string, got {runs_root!r}.")
+    for key, value in base.items():
+        try:
+            normalize_config({key: value})
+        except (ValueError, FileNotFoundError) as e:
+            fail(("base", key), f"base: {e}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            fail(("grid", key), f"grid: {key} must be a non-empty list of values.")
+        for i, value in enumerate(values):
+            try:
+                normalize_config({key: value})
+            except (ValueError, FileNotFoundError) as e:
+                fail(("grid", key, i), f"grid: {e}")
+    jobs = []
+    for raw in expand_grid(base, grid):
+        try:
+            jobs.append(normalize_config(raw))
+        except (ValueError, FileNotFoundError) as e:
+            fail(("grid",), str(e))
+    if runs_root is not None and not Path(runs_root).is_absolute():
+        runs_root = str(path.parent / runs_root)
+    return Sweep(path, base, grid, runs_root, jobs)
