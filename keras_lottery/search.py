@@ -29,12 +29,13 @@ from keras_lottery.callbacks import (
     Evaluator,
     StopAtIteration,
     WeightSnapshot,
+    current_iteration,
     loss_value,
     resolve_loss,
 )
 from keras_lottery.checkpoint import RunCheckpoint
 from keras_lottery.convert import NotPrunableError, apply_masks, make_prunable, prunable_weights
-from keras_lottery.data import Dataset, load_dataset
+from keras_lottery.data import Dataset, load_dataset, shuffled_batches
 from keras_lottery.record import LotteryRecord, RoundRecord
 
 #: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
@@ -58,6 +59,7 @@ def find_ticket(
     rewind_to: str | int = "init",
     granularity: str = "weight",
     unit_criterion: str = "product",
+    gradual: Any = None,
     epochs: int = 1,
     steps: int | None = None,
     batch_size: int = 60,
@@ -108,6 +110,11 @@ def find_ticket(
         granularity: ``"weight"`` or ``"unit"`` (whole hidden units of a chain of
             Dense layers, ranked by ``unit_criterion``: ``"input"``,
             ``"output"`` or ``"product"`` of weight magnitudes; 2018 XOR).
+        gradual: a pruning schedule (any TFMOT ``PruningSchedule``, e.g.
+            ``PolynomialDecay``, or a :class:`keras_lottery.schedules.GradualPruning`)
+            that prunes *during* the first round's training; the survivors are
+            then reset by ``strategy`` and retrained with the masks frozen
+            ("gradual magnitude pruning + rewind").  Needs ``rounds=1``.
         epochs, steps: training length of every round (``steps`` wins if given).
         validation_data, validation_split: for the evaluation curve and the
             early-stopping iteration (minimum validation loss).
@@ -131,6 +138,13 @@ def find_ticket(
     }
     config["run_dir"] = None if run_dir is None else str(run_dir)
     config["data"] = data if isinstance(data, str) or data is None else type(data).__name__
+    if gradual is not None:
+        config["gradual"] = _describe(gradual)
+        if rounds != 1 or one_shot or strategy == "random_prune":
+            raise ValueError(
+                "gradual pruning happens inside the first round: use it with rounds=1, "
+                "one_shot=False and a strategy other than 'random_prune'."
+            )
     _check_options(
         rounds,
         rate,
@@ -154,6 +168,7 @@ def find_ticket(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
     train, validation_data, test_data = _resolve_data(
         data, validation_data, validation_split, test_data, data_dir
     )
@@ -204,7 +219,15 @@ def find_ticket(
             # 3. Prune p% of the trained weights, creating the next masks.
             target_round = rounds if one_shot else r
             new_masks = _next_masks(
-                weights, rates, target_round, scope, strategy, granularity, unit_criterion, rng
+                weights,
+                rates,
+                target_round,
+                scope,
+                strategy,
+                granularity,
+                unit_criterion,
+                rng,
+                keep_current=gradual is not None,
             )
             for w in weights:
                 w.mask.assign(new_masks[w.name])
@@ -220,6 +243,9 @@ def find_ticket(
         snapshot = None
         if r == 0 and isinstance(rewind_to, int) and rewind_to > 0:
             snapshot = WeightSnapshot(state, rewind_to)
+        round_callbacks = list(callbacks or [])
+        if r == 0 and gradual is not None:
+            round_callbacks.insert(0, _gradual_callback(gradual, scope))
         record.rounds.append(
             _train(
                 ticket,
@@ -231,9 +257,9 @@ def find_ticket(
                 validation,
                 test,
                 eval_every,
-                seed,
+                data_seed,
                 snapshot,
-                callbacks,
+                round_callbacks,
                 verbose,
                 fit_kwargs,
             )
@@ -443,17 +469,6 @@ def _total_steps(train, epochs, steps, batch_size):
     return math.ceil(len(train[0]) / batch_size) * epochs
 
 
-def _as_dataset(train, batch_size, seed, repeat):
-    if isinstance(train, tf.data.Dataset):
-        return train.repeat() if repeat else train
-    x, y = train
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 # -- training -----------------------------------------------------------
 
 
@@ -483,14 +498,18 @@ def _train(
     extra += list(callbacks or [])
     if snapshot is not None:
         extra.insert(0, snapshot)
-    ds = _as_dataset(train, batch_size, seed, repeat=steps is not None)
+    if isinstance(train, tf.data.Dataset):
+        ds, epoch_steps = (train.repeat() if steps is not None else train), None
+    else:
+        ds = shuffled_batches(*train, batch_size, seed)
+        epoch_steps = math.ceil(len(train[0]) / batch_size)
     if steps is not None:
         per_epoch = min(steps, eval_every or steps)
         fit_epochs = math.ceil(steps / per_epoch)
         extra.append(StopAtIteration(steps))
     else:
-        per_epoch, fit_epochs = None, epochs
-    start_iter = int(ticket.optimizer.iterations)
+        per_epoch, fit_epochs = epoch_steps, epochs
+    start_iter = current_iteration(ticket)
     t0 = time.perf_counter()
     fit_kwargs = {"shuffle": False, **fit_kwargs}  # the dataset is shuffled already
     history = ticket.fit(
@@ -510,7 +529,7 @@ def _train(
         round=r,
         sparsity=1.0 - sum(float(m.sum()) for m in masks.values()) / sizes,
         layer_sparsity={n: 1.0 - float(m.mean()) for n, m in masks.items()},
-        iterations=int(ticket.optimizer.iterations) - start_iter,
+        iterations=current_iteration(ticket) - start_iter,
         seconds=seconds,
         masks=masks,
     )
@@ -542,10 +561,19 @@ def _metric(logs, key):
 # -- pruning and resetting ----------------------------------------------
 
 
-def _next_masks(weights, rates, target_round, scope, strategy, granularity, criterion, rng):
-    """Step 3: the masks after ``target_round`` prunings, by the strategy's rule."""
+def _next_masks(
+    weights, rates, target_round, scope, strategy, granularity, criterion, rng, keep_current=False
+):
+    """Step 3: the masks after ``target_round`` prunings, by the strategy's rule.
+
+    ``keep_current``: the masks were already pruned during training (gradual
+    pruning); only the strategy's transformation (rearrange) applies.
+    """
     current = {w.name: np.array(w.mask) for w in weights}
     keep = {n: pruning.keep_count(m.size, rates[n], target_round) for n, m in current.items()}
+    if keep_current:
+        keep = {n: int(m.sum()) for n, m in current.items()}
+        scope, granularity = "layerwise", "weight"
     if strategy == "random_prune":
         return pruning.random_prune(current, keep, rng)
     trained = {w.name: np.array(w.kernel) for w in weights}
@@ -579,6 +607,19 @@ def _unit_masks(weights, trained, current, rates, target_round, criterion):
     return dict(zip(names, new))
 
 
+def _describe(obj) -> Any:
+    """A JSON-ready description of a schedule or callback (for the run's config)."""
+    inner = getattr(obj, "schedule", obj)
+    config = getattr(inner, "get_config", None)
+    return {"class": type(inner).__name__, **(config() if callable(config) else {})}
+
+
+def _gradual_callback(gradual, scope):
+    from keras_lottery.schedules import GradualPruning
+
+    return gradual if isinstance(gradual, GradualPruning) else GradualPruning(gradual, scope=scope)
+
+
 def _reset(ticket, state, strategy, rewind_values, seed, r):
     """Step 4: set the (non-mask) weights for the next round."""
     if strategy in ("continue", "finetune"):
@@ -602,4 +643,4 @@ def _restore_optimizer(optimizer, initial, rewind_to, strategy, lr_scale):
     if isinstance(rewind_to, int) and strategy == "rewind":
         optimizer.iterations.assign(rewind_to)
     if strategy == "finetune":
-        optimizer.learning_rate = float(optimizer.learning_rate) * lr_scale
+        optimizer.learning_rate = float(np.asarray(optimizer.learning_rate)) * lr_scale
