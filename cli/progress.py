@@ -14,6 +14,7 @@ from typing import Any
 import keras
 
 from keras_lottery import sparsity
+from keras_lottery.files import json_safe
 from keras_lottery.record import LotteryRecord
 
 
@@ -23,19 +24,9 @@ def _clock(seconds: float | None) -> str:
     return str(datetime.timedelta(seconds=round(seconds)))
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def write_jsonl(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
     """Append one JSON object as one line (a single write, safe to share between processes)."""
-    line = json.dumps(_finite(dict(obj)), default=str) + "\n"
+    line = json.dumps(json_safe(dict(obj)), default=str) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
 

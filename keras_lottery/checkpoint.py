@@ -14,7 +14,6 @@ file whose checksum does not match the manifest is reported, never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_lottery.record import LotteryRecord, atomic_write
+from keras_lottery.files import atomic_write, file_sha256
+from keras_lottery.record import LotteryRecord
 
 MANIFEST = "checkpoint.json"
 #: Options that do not change the result, ignored when matching a run's config.
@@ -31,14 +31,6 @@ _COSMETIC = ("verbose", "run_dir", "data_dir")
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is missing or does not match its recorded checksum."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +67,7 @@ class RunCheckpoint:
             "config": _comparable(self.config),
             "completed_round": round_,
             "rng": rng.bit_generator.state,
-            "files": {name: _sha256(self.dir / name) for name in files},
+            "files": {name: file_sha256(self.dir / name) for name in files},
         }
         text = json.dumps(manifest, indent=2, default=str).encode()
         atomic_write(self.dir / MANIFEST, lambda f: f.write(text))
@@ -108,7 +100,7 @@ class RunCheckpoint:
             )
         for name, digest in manifest["files"].items():
             file = self.dir / name
-            if not file.exists() or _sha256(file) != digest:
+            if not file.exists() or file_sha256(file) != digest:
                 raise CorruptCheckpointError(
                     f"Checkpoint file {file} is missing or corrupt (checksum mismatch); "
                     f"delete {self.dir} to start the run again."

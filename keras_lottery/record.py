@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from keras_lottery.files import atomic_write, json_safe
 
 
 @dataclass
@@ -75,7 +75,7 @@ class LotteryRecord:
         return {"config": self.config, "rounds": [r.to_dict() for r in self.rounds]}
 
     def to_json(self) -> str:
-        return json.dumps(_finite(self.to_dict()), indent=2)
+        return json.dumps(json_safe(self.to_dict()), indent=2)
 
     def summary(self) -> str:
         """A plain-text table: one line per round."""
@@ -119,36 +119,3 @@ class LotteryRecord:
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def _finite(obj):
-    """Replace NaN/inf by None so the JSON is standard."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(binary_file)`` on a temp file beside ``path``, then rename.
-
-    A crash leaves either the old file or none, never a half-written one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -42,7 +42,7 @@ import numpy as np
 from keras_lottery import pruning
 from keras_lottery.checkpoint import MANIFEST, CorruptCheckpointError
 from keras_lottery.data import DEFAULT_DATASET, Dataset, load_dataset
-from keras_lottery.record import atomic_write
+from keras_lottery.files import atomic_write, file_sha256
 from keras_lottery.search import GRANULARITIES, SCOPES, STRATEGIES, find_ticket
 from keras_lottery.zoo import MODELS, get_model
 
@@ -132,14 +132,6 @@ def _is_model_file(model: str) -> bool:
     return model.endswith(".keras") or os.sep in model or "/" in model
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill in defaults, check names, types and ranges; return a new dict.
 
@@ -162,7 +154,7 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if not path.is_file():
             raise FileNotFoundError(f"No such model file: {c['model']}")
         c["model"] = str(path)
-        c["model_sha256"] = _file_sha256(path)
+        c["model_sha256"] = file_sha256(path)
     else:
         key = c["model"].lower().replace("-", "_")
         if key not in MODELS:
@@ -418,7 +410,7 @@ def build_model(config: Mapping[str, Any], data: Dataset) -> keras.Model:
         path = Path(config["model"])
         if not path.is_file():
             raise FileNotFoundError(f"No such model file: {path}")
-        if _file_sha256(path) != config["model_sha256"]:
+        if file_sha256(path) != config["model_sha256"]:
             raise RunError(f"{path} changed since this run was configured (checksum differs).")
         model = keras.models.load_model(path)
     else:

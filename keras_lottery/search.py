@@ -145,22 +145,7 @@ def find_ticket(
                 "gradual pruning happens inside the first round: use it with rounds=1, "
                 "one_shot=False and a strategy other than 'random_prune'."
             )
-    _check_options(
-        rounds,
-        rate,
-        output_rate,
-        layer_rates,
-        target_sparsity,
-        scope,
-        strategy,
-        rewind_to,
-        granularity,
-        unit_criterion,
-        epochs,
-        steps,
-        validation_split,
-        finetune_lr_scale,
-    )
+    _check_options(config)
     _check_compiled(model)
     if target_sparsity is not None:
         rate = pruning.per_round_rate(target_sparsity, rounds)
@@ -279,47 +264,32 @@ def find_ticket(
 # -- checks ---------------------------------------------------------------
 
 
-def _check_options(
-    rounds,
-    rate,
-    output_rate,
-    layer_rates,
-    target_sparsity,
-    scope,
-    strategy,
-    rewind_to,
-    granularity,
-    unit_criterion,
-    epochs,
-    steps,
-    validation_split,
-    finetune_lr_scale,
-):
+def _check_options(c: dict[str, Any]) -> None:
+    """Name every out-of-range or unknown option of ``find_ticket`` (before anything runs)."""
+    rounds, rewind_to, steps, epochs = c["rounds"], c["rewind_to"], c["steps"], c["epochs"]
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}.")
-    for name, value in [
-        ("rate", rate),
-        ("output_rate", output_rate),
-        *((f"layer_rates[{k!r}]", v) for k, v in (layer_rates or {}).items()),
-    ]:
+    rates = [("rate", c["rate"]), ("output_rate", c["output_rate"])]
+    rates += [(f"layer_rates[{k!r}]", v) for k, v in (c["layer_rates"] or {}).items()]
+    for name, value in rates:
         if value is not None and not 0.0 < value < 1.0:
             raise ValueError(f"{name} must be in (0, 1), got {value!r} (0.2 prunes 20% per round).")
-    if target_sparsity is not None and not 0.0 < target_sparsity < 1.0:
+    if c["target_sparsity"] is not None and not 0.0 < c["target_sparsity"] < 1.0:
         raise ValueError(
-            f"target_sparsity must be in (0, 1), got {target_sparsity!r}: "
+            f"target_sparsity must be in (0, 1), got {c['target_sparsity']!r}: "
             "a sparsity of 1 would remove every weight."
         )
-    for name, value, allowed in [
-        ("scope", scope, SCOPES),
-        ("strategy", strategy, STRATEGIES),
-        ("granularity", granularity, GRANULARITIES),
-        ("unit_criterion", unit_criterion, pruning.UNIT_CRITERIA),
+    for name, allowed in [
+        ("scope", SCOPES),
+        ("strategy", STRATEGIES),
+        ("granularity", GRANULARITIES),
+        ("unit_criterion", pruning.UNIT_CRITERIA),
     ]:
-        if value not in allowed:
-            raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(allowed)}.")
+        if c[name] not in allowed:
+            raise ValueError(f"Unknown {name} {c[name]!r}; choose one of {', '.join(allowed)}.")
     if not (rewind_to == "init" or (isinstance(rewind_to, int) and rewind_to >= 0)):
         raise ValueError(f"rewind_to must be 'init' or an iteration >= 0, got {rewind_to!r}.")
-    if scope == "global" and (layer_rates or granularity == "unit"):
+    if c["scope"] == "global" and (c["layer_rates"] or c["granularity"] == "unit"):
         raise ValueError(
             "scope='global' uses one threshold for all layers: it cannot be "
             "combined with layer_rates or granularity='unit'."
@@ -328,10 +298,11 @@ def _check_options(
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
     if steps is None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-    if validation_split is not None and not 0.0 < validation_split < 1.0:
-        raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}.")
-    if not finetune_lr_scale > 0:
-        raise ValueError(f"finetune_lr_scale must be > 0, got {finetune_lr_scale!r}.")
+    split = c["validation_split"]
+    if split is not None and not 0.0 < split < 1.0:
+        raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
+    if not c["finetune_lr_scale"] > 0:
+        raise ValueError(f"finetune_lr_scale must be > 0, got {c['finetune_lr_scale']!r}.")
 
 
 def _check_compiled(model):
