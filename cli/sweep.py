@@ -13,6 +13,7 @@ import click
 import keras
 
 from keras_lottery import runs
+from keras_lottery.sweep import load_sweep
 
 from .errors import user_errors
 from .find import execute
@@ -130,7 +131,7 @@ def sweep(spec, runs_root, jobs, dry_run, quiet, log_jsonl):
     values, and the jobs are their cartesian product.
     """
     with user_errors():
-        plan = runs.load_sweep(spec)
+        plan = load_sweep(spec)
         root = runs_root or plan.runs_root or "runs"
         seen, todo, done = set(), [], 0
         for config in plan.jobs:

@@ -26,7 +26,6 @@ import datetime
 import difflib
 import functools
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -91,14 +90,14 @@ class RunError(RuntimeError):
 # -- configuration ----------------------------------------------------------
 
 
-def _suggest(key: str, known: Sequence[str]) -> str:
+def suggest_name(key: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def unknown_key_message(key: str, where: str = "configuration") -> str:
     """``"unknown option 'x' in configuration (did you mean ...?)"``."""
-    return f"unknown option {key!r} in {where}{_suggest(key, list(DEFAULTS))}"
+    return f"unknown option {key!r} in {where}{suggest_name(key, list(DEFAULTS))}"
 
 
 def _number(key: str, value: Any, kind: type, low=None, high=None, open_low=False):
@@ -601,148 +600,3 @@ def export_run(
 
 
 # -- sweeps -------------------------------------------------------------------
-
-
-def expand_grid(
-    base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]] | None = None
-) -> list[dict[str, Any]]:
-    """The cartesian product of ``grid`` over ``base``: one raw config per job.
-
-    ``grid`` maps keys to lists of values; the last key varies fastest.
-    """
-    grid = dict(grid or {})
-    keys = list(grid)
-    return [
-        {**base, **dict(zip(keys, values))}
-        for values in itertools.product(*(grid[k] for k in keys))
-    ]
-
-
-class SpecError(ValueError):
-    """A malformed sweep spec; the message names the file, line and key."""
-
-
-@dataclass
-class Sweep:
-    """A parsed sweep spec: normalized job configurations and where they go."""
-
-    path: Path
-    base: dict[str, Any]
-    grid: dict[str, list[Any]]
-    runs_root: str | None
-    jobs: list[dict[str, Any]]
-
-
-_SPEC_KEYS = ("base", "grid", "runs_root")
-
-
-def _key_lines(text: str) -> dict[tuple, int]:
-    """1-based line of each mapping key / list item, by path, from the YAML (or JSON) text."""
-    import yaml
-
-    lines: dict[tuple, int] = {}
-
-    def walk(node, path):
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                lines[(*path, k.value)] = k.start_mark.line + 1
-                walk(v, (*path, k.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _parse_spec(path: Path, text: str) -> Any:
-    import yaml
-
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: {e.msg}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}: {where}{problem}") from None
-
-
-def load_sweep(path: str | os.PathLike) -> Sweep:
-    """Read a YAML or JSON sweep spec and expand it into job configurations.
-
-    The spec is a mapping with ``base`` (options shared by all jobs), ``grid``
-    (option -> list of values; the jobs are the cartesian product) and an
-    optional ``runs_root``.  Every option name and value is checked here.
-
-    Raises:
-        SpecError: naming the file, the line and the wrong key or value.
-        FileNotFoundError: no such file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such sweep spec: {path}")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: unreadable ({e}).") from None
-    spec = _parse_spec(path, text)
-    lines = _key_lines(text)
-
-    def fail(keys: tuple, message: str):
-        line = next((lines[keys[:i]] for i in range(len(keys), -1, -1) if keys[:i] in lines), None)
-        raise SpecError(f"{path}: {f'line {line}: ' if line else ''}{message}")
-
-    if not isinstance(spec, dict):
-        fail((), f"a sweep spec must be a mapping with keys {', '.join(_SPEC_KEYS)}.")
-    for key in spec:
-        if key not in _SPEC_KEYS:
-            hint = (
-                "; put run options under 'base:' or 'grid:'"
-                if key in DEFAULTS
-                else _suggest(str(key), _SPEC_KEYS)
-            )
-            fail((key,), f"unknown key {key!r} at the top level{hint}.")
-    base = spec.get("base") or {}
-    grid = spec.get("grid") or {}
-    for section, value in (("base", base), ("grid", grid)):
-        if not isinstance(value, dict):
-            fail((section,), f"'{section}' must be a mapping of option names to values.")
-        for key in value:
-            if key not in DEFAULTS:
-                fail((section, key), unknown_key_message(str(key), f"'{section}'") + ".")
-    runs_root = spec.get("runs_root")
-    if runs_root is not None and not isinstance(runs_root, str):
-        fail(("runs_root",), f"runs_root must be a string, got {runs_root!r}.")
-    for key, value in base.items():
-        try:
-            normalize_config({key: value})
-        except (ValueError, FileNotFoundError) as e:
-            fail(("base", key), f"base: {e}")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            fail(("grid", key), f"grid: {key} must be a non-empty list of values.")
-        for i, value in enumerate(values):
-            try:
-                normalize_config({key: value})
-            except (ValueError, FileNotFoundError) as e:
-                fail(("grid", key, i), f"grid: {e}")
-    jobs = []
-    for raw in expand_grid(base, grid):
-        try:
-            jobs.append(normalize_config(raw))
-        except (ValueError, FileNotFoundError) as e:
-            fail(("grid",), str(e))
-    if runs_root is not None and not Path(runs_root).is_absolute():
-        runs_root = str(path.parent / runs_root)
-    return Sweep(path, base, grid, runs_root, jobs)
