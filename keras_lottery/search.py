@@ -591,14 +591,45 @@ def _gradual_callback(gradual, scope):
     return gradual if isinstance(gradual, GradualPruning) else GradualPruning(gradual, scope=scope)
 
 
+def _reseeded_clone(seed: int | None):
+    """A clone function whose layers draw new initial values.
+
+    Initializers built with a fixed ``seed`` (as Keras applications and our zoo
+    do) would redraw θ0 exactly; each gets a new seed (``None``: unseeded).
+    """
+    counter = iter(range(1, 1 << 30))
+
+    def reseed(obj):
+        if isinstance(obj, dict):
+            return {
+                k: (None if seed is None else seed + next(counter))
+                if k == "seed" and (v is None or isinstance(v, int))
+                else reseed(v)
+                for k, v in obj.items()
+            }
+        if isinstance(obj, list):
+            return [reseed(v) for v in obj]
+        return obj
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        return type(layer).from_config(reseed(layer.get_config()))
+
+    return clone
+
+
 def _reset(ticket, state, strategy, rewind_values, seed, r):
     """Step 4: set the (non-mask) weights for the next round."""
     if strategy in ("continue", "finetune"):
         return  # keep training the trained weights (Han et al.)
     if strategy == "reinit":
-        if seed is not None:
-            keras.utils.set_random_seed(seed + 7919 * (r + 1))
-        fresh = keras.models.clone_model(ticket)
+        round_seed = None if seed is None else seed + 7919 * (r + 1)
+        if round_seed is not None:
+            keras.utils.set_random_seed(round_seed)
+        fresh = keras.models.clone_model(
+            ticket, clone_function=_reseeded_clone(round_seed), recursive=True
+        )
         masks = {id(w.mask) for w in prunable_weights(ticket)}
         fresh_masks = {id(w.mask) for w in prunable_weights(fresh)}
         values = [np.array(v) for v in fresh.weights if id(v) not in fresh_masks]

@@ -109,6 +109,25 @@ def test_controls_change_what_they_should(small):
         np.testing.assert_array_equal(start_k, end_k * mask)  # trained weights kept
 
 
+def test_reinit_draws_new_values_even_with_seeded_initializers(small):
+    keras.utils.set_random_seed(0)
+    init = [keras.initializers.GlorotNormal(seed=i) for i in range(2)]
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, "relu", kernel_initializer=init[0]),
+            keras.layers.Dense(10, kernel_initializer=init[1]),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    theta0 = [np.array(v) for v in model.weights if v.path.endswith("kernel")]
+    spy = RoundStarts()
+    kl.find_ticket(model, small, rounds=1, strategy="reinit", seed=0, callbacks=[spy], **FAST)
+    for t0, (kernel, mask) in zip(theta0, spy.starts[1].values()):
+        assert not np.allclose(kernel[mask == 1], t0[mask == 1])
+
+
 def test_same_seed_same_masks_different_seed_different(small):
     def masks(seed):
         ticket = kl.find_ticket(lenet(hidden=(64,)), small, rounds=2, seed=seed, **FAST)
