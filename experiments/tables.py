@@ -1,0 +1,170 @@
+"""Markdown tables for experiments/README.md from ``experiments/results``.
+
+PYTHONPATH=. python experiments/tables.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from common import RESULTS
+
+
+def load(name):
+    path = RESULTS / f"lenet_{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def by_pm(run):
+    return {round(r["percent_remaining"], 1): r for r in run["rows"]} if run else {}
+
+
+def fmt(row):
+    if row is None:
+        return "–"
+    return f"{100 * row['early_stop_test_accuracy']:.2f} @ {row['early_stop_iteration']}"
+
+
+def lenet_table(names, titles):
+    runs = [by_pm(load(n)) for n in names]
+    pms = sorted({pm for run in runs for pm in run}, reverse=True)
+    lines = [
+        "| Pm % | " + " | ".join(titles) + " |",
+        "|---:|" + "---:|" * len(titles),
+    ]
+    for pm in pms:
+        lines.append(f"| {pm} | " + " | ".join(fmt(run.get(pm)) for run in runs) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(pms=(100.0, 51.3, 21.1, 7.0, 3.6)):
+    """Mean over the seeds present (n in brackets): accuracy % and iteration."""
+    strategies = ("rewind", "reinit", "random_prune", "rearrange")
+    lines = [
+        "| Pm % | " + " | ".join(strategies) + " |",
+        "|---:|" + "---:|" * len(strategies),
+    ]
+    for pm in pms:
+        cells = []
+        for st in strategies:
+            rows = [by_pm(load(f"{st}_s{seed}_r15")).get(pm) for seed in (0, 1)]
+            rows = [r for r in rows if r is not None]
+            if not rows:
+                cells.append("–")
+                continue
+            acc = [100 * r["early_stop_test_accuracy"] for r in rows]
+            it = [r["early_stop_iteration"] for r in rows]
+            cells.append(
+                f"{sum(acc) / len(acc):.2f} ({min(acc):.2f}–{max(acc):.2f}) @ "
+                f"{sum(it) / len(it):.0f} [n={len(rows)}]"
+            )
+        lines.append(f"| {pm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def one_shot_table():
+    it = by_pm(load("rewind_s0_r15"))
+    lines = ["| Pm % | iterative | one-shot |", "|---:|---:|---:|"]
+    for r in (3, 7, 11):
+        run = load(f"rewind_s0_r{r}_oneshot")
+        if run is None:
+            continue
+        row = run["rows"][-1]
+        pm = round(row["percent_remaining"], 1)
+        dense = run["rows"][0]
+        lines.append(f"| {pm} | {fmt(it.get(pm))} | {fmt(row)} (its dense: {fmt(dense)}) |")
+    return "\n".join(lines)
+
+
+def xor_table():
+    path = RESULTS / "xor_trials.jsonl"
+    if not path.exists():
+        return ""
+    trials = [json.loads(line) for line in path.read_text().splitlines()]
+    n = len(trials)
+
+    def rate(k):
+        ok = sum(t[k]["ok"] for t in trials)
+        return f"{ok}/{n} ({100 * ok / n:.0f}%)"
+
+    lines = [
+        f"From scratch: 2 units {rate('scratch2')}, 4 units {rate('scratch4')}, "
+        f"10 units {rate('scratch10')}.",
+        "",
+        "| pruned 10 → | criterion | iterative | one-shot |",
+        "|---|---|---:|---:|",
+    ]
+    for units in (2, 4):
+        for c in ("input", "output", "product"):
+            lines.append(
+                f"| {units} units | {c} | {rate(f'iter_{c}_{units}')} | "
+                f"{rate(f'oneshot_{c}_{units}')} |"
+            )
+    return "\n".join(lines)
+
+
+def movement_tables():
+    path = RESULTS / "weight_movement.json"
+    if not path.exists():
+        return "", ""
+    d = json.loads(path.read_text())
+    mv = [
+        "| mask of | layer | kept | move kept | move pruned | ratio | abs θ0 kept "
+        "| abs θ0 pruned |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, layers in d["movement"].items():
+        for name, x in layers.items():
+            mv.append(
+                f"| {key} | {name} | {x['kept_fraction']:.3f} | {x['mean_move_kept']:.4f} | "
+                f"{x['mean_move_pruned']:.4f} | {x['move_ratio_kept_over_pruned']:.2f} | "
+                f"{x['mean_abs_theta0_kept']:.4f} | {x['mean_abs_theta0_pruned']:.4f} |"
+            )
+    cn = [
+        "| mask of | layer | inputs per unit mean (min–max) | no input | no output "
+        "| dead (either) | unused pixels |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, rows in d["connectivity"].items():
+        for row, name in zip(rows, d["layers"]):
+            cn.append(
+                f"| {key} | {name} | {row['in_per_unit_mean']:.1f} "
+                f"({row['in_per_unit_min']}–{row['in_per_unit_max']}) | {row['units_no_input']} | "
+                f"{row.get('units_no_output', '–')} | {row.get('units_dead_either_side', '–')} | "
+                f"{row.get('inputs_unused', '–')} |"
+            )
+    return "\n".join(mv), "\n".join(cn)
+
+
+def main():
+    print("## summary\n")
+    print(summary_table())
+    print("\n## main")
+    for seed in (0, 1):
+        print(f"\nseed {seed}\n")
+        print(
+            lenet_table(
+                [f"{s}_s{seed}_r15" for s in ("rewind", "reinit", "random_prune", "rearrange")],
+                ["winning ticket (rewind θ0)", "reinit", "random prune", "rearrange"],
+            )
+        )
+    print("\n## one-shot\n")
+    print(one_shot_table())
+    print("\n## reset\n")
+    print(
+        lenet_table(
+            ["rewind_s0_r15", "continue_s0_r10", "rewind_s0_r10_k100"],
+            ["rewind θ0", "continue (Han et al.)", "late rewind k=100"],
+        )
+    )
+    mv, cn = movement_tables()
+    print("\n## movement\n")
+    print(mv)
+    print("\n## connectivity\n")
+    print(cn)
+    print("\n## xor\n")
+    print(xor_table())
+
+
+if __name__ == "__main__":
+    main()
