@@ -68,10 +68,15 @@ def prunable_weights(model: keras.Model) -> list[PrunableWeight]:
     return found
 
 
+def _is_layer_graph(model) -> bool:
+    """Sequential or functional: a model Keras can rebuild layer by layer."""
+    return isinstance(model, keras.Sequential | keras.src.models.Functional)
+
+
 def _check_convertible(model) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
-    if not isinstance(model, keras.Sequential | keras.src.models.Functional):
+    if not _is_layer_graph(model):
         raise NotPrunableError(
             f"Model '{model.name}' is a subclassed model ({type(model).__name__}). {_SUBCLASS_HELP}"
         )
@@ -134,9 +139,7 @@ def make_prunable(model: keras.Model) -> keras.Model:
         NotPrunableError: for subclassed or unbuilt models, or models with no
             prunable layer.
     """
-    if not isinstance(model, keras.Sequential | keras.src.models.Functional) and prunable_weights(
-        model
-    ):
+    if not _is_layer_graph(model) and prunable_weights(model):
         return model  # a subclassed model built from Masked* layers: used as it is
     _check_convertible(model)
     clone = keras.models.clone_model(model, clone_function=_clone_layer, recursive=True)
