@@ -17,6 +17,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -189,8 +190,18 @@ def find_ticket(
     saved["rewind"] = saved["theta0"]
     record = LotteryRecord(config=config)
     rng = np.random.default_rng(seed)
-    validation = Evaluator(ticket, *validation_data) if validation_data is not None else None
-    test = Evaluator(ticket, *test_data) if test_data is not None else None
+    training = _Training.create(
+        train,
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        seed=data_seed,
+        validation=Evaluator(ticket, *validation_data) if validation_data is not None else None,
+        test=Evaluator(ticket, *test_data) if test_data is not None else None,
+        eval_every=eval_every,
+        verbose=verbose,
+        fit_kwargs=fit_kwargs,
+    )
     start = 0
     checkpoint = RunCheckpoint(run_dir, config) if run_dir is not None else None
     if checkpoint is not None:
@@ -231,24 +242,7 @@ def find_ticket(
         round_callbacks = list(callbacks or [])
         if r == 0 and gradual is not None:
             round_callbacks.insert(0, _gradual_callback(gradual, scope))
-        record.rounds.append(
-            _train(
-                ticket,
-                train,
-                r,
-                epochs,
-                steps,
-                batch_size,
-                validation,
-                test,
-                eval_every,
-                data_seed,
-                snapshot,
-                round_callbacks,
-                verbose,
-                fit_kwargs,
-            )
-        )
+        record.rounds.append(_train(ticket, training, r, snapshot, round_callbacks))
         if snapshot is not None:
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={rewind_to} was never reached in round 0.")
@@ -443,52 +437,60 @@ def _total_steps(train, epochs, steps, batch_size):
 # -- training -----------------------------------------------------------
 
 
-def _train(
-    ticket,
-    train,
-    r,
-    epochs,
-    steps,
-    batch_size,
-    validation: Evaluator | None,
-    test: Evaluator | None,
-    eval_every,
-    seed,
-    snapshot,
-    callbacks,
-    verbose,
-    fit_kwargs,
-) -> RoundRecord:
+@dataclass
+class _Training:
+    """How every round trains: one data stream and the same ``fit`` settings.
+
+    The stream is built once per search, so every round sees the same batches
+    in the same order, and a dataset of arrays is copied into TensorFlow once
+    (not once per round).
+    """
+
+    data: tf.data.Dataset
+    steps_per_epoch: int | None
+    epochs: int
+    stop_at: int | None
+    validation: Evaluator | None
+    test: Evaluator | None
+    eval_every: int | None
+    verbose: int | str
+    fit_kwargs: dict[str, Any]
+
+    @classmethod
+    def create(cls, train, *, epochs, steps, batch_size, seed, eval_every, **settings):
+        if isinstance(train, tf.data.Dataset):
+            data, epoch_steps = (train.repeat() if steps is not None else train), None
+        else:
+            data = shuffled_batches(*train, batch_size, seed)
+            epoch_steps = math.ceil(len(train[0]) / batch_size)
+        if steps is not None:  # fit in chunks of eval_every, stopped at exactly `steps`
+            per_epoch = min(steps, eval_every or steps)
+            epoch_steps, epochs = per_epoch, math.ceil(steps / per_epoch)
+        return cls(data, epoch_steps, epochs, steps, eval_every=eval_every, **settings)
+
+
+def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRecord:
     """Train one round and describe it."""
     # The evaluation curve runs first, so user callbacks see val_loss / val_accuracy.
     extra = []
     curve = None
-    if validation is not None:
-        curve = EvaluationCurve(validation, test, eval_every)
+    if training.validation is not None:
+        curve = EvaluationCurve(training.validation, training.test, training.eval_every)
         extra.append(curve)
     extra += list(callbacks or [])
     if snapshot is not None:
         extra.insert(0, snapshot)
-    if isinstance(train, tf.data.Dataset):
-        ds, epoch_steps = (train.repeat() if steps is not None else train), None
-    else:
-        ds = shuffled_batches(*train, batch_size, seed)
-        epoch_steps = math.ceil(len(train[0]) / batch_size)
-    if steps is not None:
-        per_epoch = min(steps, eval_every or steps)
-        fit_epochs = math.ceil(steps / per_epoch)
-        extra.append(StopAtIteration(steps))
-    else:
-        per_epoch, fit_epochs = epoch_steps, epochs
+    if training.stop_at is not None:
+        extra.append(StopAtIteration(training.stop_at))
     start_iter = current_iteration(ticket)
     t0 = time.perf_counter()
-    fit_kwargs = {"shuffle": False, **fit_kwargs}  # the dataset is shuffled already
+    fit_kwargs = {"shuffle": False, **training.fit_kwargs}  # the stream is shuffled already
     history = ticket.fit(
-        ds,
-        epochs=fit_epochs,
-        steps_per_epoch=per_epoch,
+        training.data,
+        epochs=training.epochs,
+        steps_per_epoch=training.steps_per_epoch,
         callbacks=extra,
-        verbose=verbose,
+        verbose=training.verbose,
         **fit_kwargs,
     )
     seconds = time.perf_counter() - t0
@@ -517,8 +519,8 @@ def _train(
         rec.early_stop_val_loss = best["val_loss"]
         rec.early_stop_val_accuracy = best["val_accuracy"]
         rec.early_stop_test_accuracy = best.get("test_accuracy")
-    elif test is not None:
-        rec.test_loss, rec.test_accuracy = test()
+    elif training.test is not None:
+        rec.test_loss, rec.test_accuracy = training.test()
     return rec
 
 
