@@ -1,0 +1,155 @@
+"""Shared pieces of the benchmark scripts: data, side-by-side timing, memory, tables.
+
+TensorFlow is imported inside the functions, so a script can still choose
+``tf_keras`` (``TF_USE_LEGACY_KERAS=1``) before anything loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def set_threads(threads: int) -> None:
+    """Pin TensorFlow's thread pools (0 keeps TensorFlow's default); call before any op."""
+    if threads:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+
+
+def mnist(path: str | os.PathLike = MNIST, train_size: int | None = None, channels: bool = False):
+    """Real MNIST training images as float32 ``(x, y)``, optionally cut and with a channel axis."""
+    from keras_lottery.data import load_dataset
+
+    data = load_dataset(str(path))
+    x, y = data.x_train[:train_size], data.y_train[:train_size]
+    if channels and x.ndim == 3:
+        x = x[..., None]
+    return x.astype("float32"), y
+
+
+def batches(x, y, batch_size: int = 60):
+    """A cached, prefetched ``tf.data`` epoch of ``(x, y)`` (same for every framework)."""
+    import tensorflow as tf
+
+    return (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(batch_size)
+        .cache()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def alternate(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call every run once per repeat, in turn, so machine noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(run())
+    return times
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    """``fn`` made into a run that returns its wall time in seconds."""
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: Sequence[float]) -> str:
+    """``min–max`` of a list of seconds, for the tables."""
+    return f"{min(xs):.2f}–{max(xs):.2f}"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak_rss() -> None:
+    """Start the peak-memory count afresh from the current size (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start or :func:`reset_peak_rss`, MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+class Worker:
+    """A benchmark half that runs in its own Python process.
+
+    Used where the two sides cannot share a process (``tf_keras`` vs Keras 3) or
+    must not share one (peak memory).  The child prints one JSON line when ready
+    and then one per ``send``; a child that does not answer within ``timeout``
+    seconds is killed and reported.
+    """
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None, timeout=900):
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise RuntimeError(f"benchmark worker {self.proc.args[1:]} died without answering")
+        return json.loads(line)
+
+    def send(self, command: str = "run") -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # e.g. a hang at interpreter exit
+            self.proc.kill()
+
+
+def serve(step: Callable[[], dict], ready: dict) -> None:
+    """The child side of :class:`Worker`: answer every line on stdin with ``step()``."""
+    print(json.dumps(ready), flush=True)
+    for _ in sys.stdin:
+        print(json.dumps(step()), flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # skip TensorFlow's teardown: benchmarks need no cleanup, only the answer
+
+
+def versions() -> str:
+    import keras
+    import tensorflow as tf
+
+    return f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs"
