@@ -9,6 +9,11 @@ import json
 
 from common import RESULTS
 
+#: seeds of the main comparison (rewind / reinit / random_prune / rearrange)
+SEEDS = (0, 1, 2)
+#: seeds of the one-shot runs
+ONE_SHOT_SEEDS = (0, 1)
+
 
 def load(name):
     path = RESULTS / f"lenet_{name}.json"
@@ -47,7 +52,7 @@ def summary_table(pms=(100.0, 51.3, 21.1, 7.0, 3.6)):
     for pm in pms:
         cells = []
         for st in strategies:
-            rows = [by_pm(load(f"{st}_s{seed}_r15")).get(pm) for seed in (0, 1)]
+            rows = [by_pm(load(f"{st}_s{seed}_r15")).get(pm) for seed in SEEDS]
             rows = [r for r in rows if r is not None]
             if not rows:
                 cells.append("–")
@@ -63,16 +68,19 @@ def summary_table(pms=(100.0, 51.3, 21.1, 7.0, 3.6)):
 
 
 def one_shot_table():
-    it = by_pm(load("rewind_s0_r15"))
-    lines = ["| Pm % | iterative | one-shot |", "|---:|---:|---:|"]
+    head = "| Pm % | " + " | ".join(
+        f"iterative s{seed} | one-shot s{seed}" for seed in ONE_SHOT_SEEDS
+    )
+    lines = [head + " |", "|---:|" + "---:|---:|" * len(ONE_SHOT_SEEDS)]
     for r in (3, 7, 11):
-        run = load(f"rewind_s0_r{r}_oneshot")
-        if run is None:
-            continue
-        row = run["rows"][-1]
-        pm = round(row["percent_remaining"], 1)
-        dense = run["rows"][0]
-        lines.append(f"| {pm} | {fmt(it.get(pm))} | {fmt(row)} (its dense: {fmt(dense)}) |")
+        cells, pm = [], None
+        for seed in ONE_SHOT_SEEDS:
+            run = load(f"rewind_s{seed}_r{r}_oneshot")
+            row = run["rows"][-1] if run else None
+            pm = pm or (row and round(row["percent_remaining"], 1))
+            cells += [fmt(by_pm(load(f"rewind_s{seed}_r15")).get(pm)), fmt(row)]
+        if pm is not None:
+            lines.append(f"| {pm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -140,7 +148,7 @@ def main():
     print("## summary\n")
     print(summary_table())
     print("\n## main")
-    for seed in (0, 1):
+    for seed in SEEDS:
         print(f"\nseed {seed}\n")
         print(
             lenet_table(
