@@ -1,13 +1,18 @@
 """Markdown tables for experiments/README.md from ``experiments/results``.
 
-PYTHONPATH=. python experiments/tables.py
+PYTHONPATH=. python experiments/tables.py            # print them
+PYTHONPATH=. python experiments/tables.py --readme   # rewrite them in README.md
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 
-from common import RESULTS
+from common import RESULTS, ROOT
+
+README = ROOT / "README.md"
 
 #: seeds of the main comparison (rewind / reinit / random_prune / rearrange)
 SEEDS = (0, 1, 2)
@@ -144,34 +149,45 @@ def movement_tables():
     return "\n".join(mv), "\n".join(cn)
 
 
-def main():
-    print("## summary\n")
-    print(summary_table())
-    print("\n## main")
+def tables() -> dict[str, str]:
+    """Every table, by the name of its ``<!-- table:NAME -->`` block in README.md."""
+    out = {"summary": summary_table()}
     for seed in SEEDS:
-        print(f"\nseed {seed}\n")
-        print(
-            lenet_table(
-                [f"{s}_s{seed}_r15" for s in ("rewind", "reinit", "random_prune", "rearrange")],
-                ["winning ticket (rewind θ0)", "reinit", "random prune", "rearrange"],
-            )
+        out[f"seed{seed}"] = lenet_table(
+            [f"{s}_s{seed}_r15" for s in ("rewind", "reinit", "random_prune", "rearrange")],
+            ["winning ticket (rewind θ0)", "reinit", "random prune", "rearrange"],
         )
-    print("\n## one-shot\n")
-    print(one_shot_table())
-    print("\n## reset\n")
-    print(
-        lenet_table(
-            ["rewind_s0_r15", "continue_s0_r10", "rewind_s0_r10_k100"],
-            ["rewind θ0", "continue (Han et al.)", "late rewind k=100"],
-        )
+    out["one-shot"] = one_shot_table()
+    out["reset"] = lenet_table(
+        ["rewind_s0_r15", "continue_s0_r10", "rewind_s0_r10_k100"],
+        ["rewind θ0", "continue (Han et al.)", "late rewind k=100"],
     )
-    mv, cn = movement_tables()
-    print("\n## movement\n")
-    print(mv)
-    print("\n## connectivity\n")
-    print(cn)
-    print("\n## xor\n")
-    print(xor_table())
+    out["movement"], out["connectivity"] = movement_tables()
+    out["xor"] = xor_table()
+    return out
+
+
+def update_readme(path=README) -> list[str]:
+    """Replace each ``<!-- table:NAME -->`` ... ``<!-- /table -->`` block; return the names."""
+    text, done = path.read_text(), []
+    for name, table in tables().items():
+        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table -->)", re.S)
+        text, n = pattern.subn(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        if n:
+            done.append(name)
+    path.write_text(text)
+    return done
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--readme", action="store_true", help="rewrite the tables in README.md")
+    args = ap.parse_args(argv)
+    if args.readme:
+        print("updated:", ", ".join(update_readme()))
+        return
+    for name, table in tables().items():
+        print(f"## {name}\n\n{table}\n")
 
 
 if __name__ == "__main__":
