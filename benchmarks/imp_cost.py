@@ -109,12 +109,10 @@ def memory_worker(args) -> None:
             per_round.append(_bench.rss_mb())
 
     if args.memory_worker == "dense":
-        import keras as k
-
         from keras_lottery.data import shuffled_batches
         from keras_lottery.zoo import lenet_300_100
 
-        k.utils.set_random_seed(0)
+        keras.utils.set_random_seed(0)
         model = lenet_300_100(seed=0)
         total = (args.rounds + 1) * args.steps
         ds = shuffled_batches(x, y, 60, 0)
