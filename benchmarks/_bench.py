@@ -77,6 +77,46 @@ def spread(xs: Sequence[float]) -> str:
     return f"{min(xs):.2f}–{max(xs):.2f}"
 
 
+def epoch_cells(seconds: Sequence[float], steps: int) -> str:
+    """Table cells ``median | min–max | ms per step`` of a list of epoch times."""
+    med = median(seconds)
+    return f"{med:.2f} | {spread(seconds)} | {1000 * med / steps:.2f}"
+
+
+def lenet(k, seed: int = 0):
+    """LeNet-300-100 with logits, compiled with Adam 1.2e-3, in ``k`` (``keras`` or ``tf_keras``).
+
+    The same code builds both frameworks' models, so they differ only by the framework.
+    """
+    k.utils.set_random_seed(seed)
+    model = k.Sequential(
+        [
+            k.Input((28, 28)),
+            k.layers.Flatten(),
+            k.layers.Dense(300, "relu", kernel_initializer="glorot_normal"),
+            k.layers.Dense(100, "relu", kernel_initializer="glorot_normal"),
+            k.layers.Dense(10, kernel_initializer="glorot_normal"),
+        ]
+    )
+    model.compile(
+        k.optimizers.Adam(1.2e-3), k.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    return model
+
+
+def prune_randomly(model, sparsity: float, seed: int = 0):
+    """Give every mask of a mask-aware model a random ``sparsity`` fraction of zeros."""
+    import numpy as np
+
+    import keras_lottery as kl
+
+    rng = np.random.default_rng(seed)
+    for pw in kl.prunable_weights(model):
+        pw.mask.assign((rng.random(pw.mask.shape) >= sparsity).astype("float32"))
+    kl.apply_masks(model)
+    return model
+
+
 def rss_mb() -> float:
     """Resident memory of this process now, in MiB (Linux)."""
     with open("/proc/self/statm") as f:
@@ -103,19 +143,18 @@ class Worker:
     """A benchmark half that runs in its own Python process.
 
     Used where the two sides cannot share a process (``tf_keras`` vs Keras 3) or
-    must not share one (peak memory).  The child prints one JSON line when ready
-    and then one per ``send``; a child that does not answer within ``timeout``
-    seconds is killed and reported.
+    must not share one (peak memory).  The child (see :func:`serve`) prints one
+    JSON line when ready and then one per ``send``; a child that exits without
+    answering is an error.
     """
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None, timeout=900):
-        self.timeout = timeout
+    def __init__(self, argv: Sequence[str]):
         self.proc = subprocess.Popen(
             [sys.executable, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.ready = self._read()
 
@@ -144,7 +183,6 @@ def serve(step: Callable[[], dict], ready: dict) -> None:
     print(json.dumps(ready), flush=True)
     for _ in sys.stdin:
         print(json.dumps(step()), flush=True)
-    sys.stdout.flush()
     os._exit(0)  # skip TensorFlow's teardown: benchmarks need no cleanup, only the answer
 
 

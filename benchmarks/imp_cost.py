@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench  # noqa: E402
 
 
-def dense_fit(x, y, steps: int, seed: int = 0):
-    """One dense training of ``steps`` iterations, as a round of the search trains."""
+def dense_fit(x, y, steps: int, epochs: int = 1, seed: int = 0):
+    """Dense training of ``epochs`` x ``steps`` iterations on the batches a search uses."""
     import keras
 
     from keras_lottery.data import shuffled_batches
@@ -39,7 +39,8 @@ def dense_fit(x, y, steps: int, seed: int = 0):
 
     keras.utils.set_random_seed(seed)
     model = lenet_300_100(seed=seed)
-    model.fit(shuffled_batches(x, y, 60, seed), steps_per_epoch=steps, epochs=1, verbose=0)
+    ds = shuffled_batches(x, y, 60, seed)
+    model.fit(ds, steps_per_epoch=steps, epochs=epochs, verbose=0)
     return model
 
 
@@ -109,16 +110,9 @@ def memory_worker(args) -> None:
             per_round.append(_bench.rss_mb())
 
     if args.memory_worker == "dense":
-        from keras_lottery.data import shuffled_batches
-        from keras_lottery.zoo import lenet_300_100
-
-        keras.utils.set_random_seed(0)
-        model = lenet_300_100(seed=0)
-        total = (args.rounds + 1) * args.steps
-        ds = shuffled_batches(x, y, 60, 0)
-        model.fit(ds, steps_per_epoch=args.steps, epochs=args.rounds + 1, verbose=0)
+        dense_fit(x, y, args.steps, epochs=args.rounds + 1)
         per_round.append(_bench.rss_mb())
-        label = f"dense, {total} steps in one fit"
+        label = f"dense, {(args.rounds + 1) * args.steps} steps in one fit"
     else:
         search(x, y, args.rounds, args.steps, callbacks=[Rss()])
         label = f"find_ticket, {args.rounds} rounds x {args.steps} steps"

@@ -41,30 +41,14 @@ SPARSITY = 0.9
 
 def keras3_model(name: str):
     import keras
-    import numpy as np
 
     import keras_lottery as kl
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(300, "relu", kernel_initializer="glorot_normal"),
-            keras.layers.Dense(100, "relu", kernel_initializer="glorot_normal"),
-            keras.layers.Dense(10, kernel_initializer="glorot_normal"),
-        ]
-    )
+    model = _bench.lenet(keras)
     if "ours" in name:
-        model = kl.make_prunable(model)
-        rng = np.random.default_rng(0)
-        for pw in kl.prunable_weights(model):
-            pw.mask.assign((rng.random(pw.mask.shape) >= SPARSITY).astype("float32"))
-        kl.apply_masks(model)
-    model.compile(
-        keras.optimizers.Adam(1.2e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+        source = model
+        model = _bench.prune_randomly(kl.make_prunable(source), SPARSITY)
+        model.compile_from_config(source.get_compile_config())
     return model, []
 
 
@@ -72,30 +56,17 @@ def tf_keras_model(name: str):
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential(
-        [
-            tf_keras.Input((28, 28)),
-            tf_keras.layers.Flatten(),
-            tf_keras.layers.Dense(300, "relu", kernel_initializer="glorot_normal"),
-            tf_keras.layers.Dense(100, "relu", kernel_initializer="glorot_normal"),
-            tf_keras.layers.Dense(10, kernel_initializer="glorot_normal"),
-        ]
-    )
-    callbacks = []
-    if "TFMOT" in name:
-        sparsity = tfmot.sparsity.keras
-        if name.endswith("frozen"):  # TFMOT counts steps from 1
-            schedule = sparsity.ConstantSparsity(SPARSITY, begin_step=1, end_step=1, frequency=1)
-        else:
-            schedule = sparsity.ConstantSparsity(SPARSITY, begin_step=0, frequency=100)
-        model = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
-        callbacks = [sparsity.UpdatePruningStep()]
-    model.compile(
-        tf_keras.optimizers.Adam(1.2e-3),
-        tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model, callbacks
+    model = _bench.lenet(tf_keras)
+    if "TFMOT" not in name:
+        return model, []
+    sparsity = tfmot.sparsity.keras
+    if name.endswith("frozen"):  # TFMOT counts steps from 1
+        schedule = sparsity.ConstantSparsity(SPARSITY, begin_step=1, end_step=1, frequency=1)
+    else:
+        schedule = sparsity.ConstantSparsity(SPARSITY, begin_step=0, frequency=100)
+    pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+    pruned.compile(optimizer=tf_keras.optimizers.Adam(1.2e-3), loss=model.loss)
+    return pruned, [sparsity.UpdatePruningStep()]
 
 
 def worker(name: str, args) -> None:
@@ -162,9 +133,8 @@ def main() -> None:
     for name, ts in times.items():
         med = _bench.median(ts)
         print(
-            f"| {name} | {med:.2f} | {_bench.spread(ts)} | {1000 * med / steps:.2f} | "
-            f"{answers[name][-1]['sparsity']:.3f} | {med / base[MODELS[name]]:.3f} | "
-            f"{med / base['keras3']:.3f} |"
+            f"| {name} | {_bench.epoch_cells(ts, steps)} | {answers[name][-1]['sparsity']:.3f} | "
+            f"{med / base[MODELS[name]]:.3f} | {med / base['keras3']:.3f} |"
         )
 
 
