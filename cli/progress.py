@@ -46,7 +46,7 @@ class RoundProgress(keras.callbacks.Callback):
     Args:
         run_dir: the run directory given to ``find_ticket``.
         last_round: index of the final round (``rounds``, or 1 for one-shot).
-        first_round: the round this session starts with (after a resume).
+        first_round: the round this call starts with (after a resume).
         echo: prints a line; ``None`` prints nothing.
         jsonl: file to append one JSON object per round to.
     """

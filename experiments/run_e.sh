@@ -1,5 +1,5 @@
 #!/bin/sh
-# Chain E (second experiments session): everything on the current data pipeline.
+# Chain E (0.1.0): everything on the current data pipeline.
 #  1. rearrange for seed 1 (every control then has two seeds);
 #  2. seed-0 rewind and reinit again, so that all seed-0 columns share one data order;
 #  3. one-shot at 51.3 / 21.1 / 8.7 % for seeds 0 and 1;

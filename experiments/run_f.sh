@@ -1,5 +1,5 @@
 #!/bin/sh
-# Chain F: rerun on the current library every search of the earlier session that
+# Chain F: rerun on the current library every search of the earlier chains that
 # the tables pair with chain E's runs (their dense round differed: an earlier data
 # pipeline), so each seed's columns share one dense run.
 cd "$(dirname "$0")/.." || exit 1

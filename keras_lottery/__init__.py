@@ -4,6 +4,8 @@
 >>> ticket.lottery.summary()
 """
 
+import importlib.metadata
+
 from keras_lottery import layers, zoo
 from keras_lottery.convert import (
     NotPrunableError,
@@ -18,7 +20,7 @@ from keras_lottery.export import ExportReport, export
 from keras_lottery.record import LotteryRecord, RoundRecord
 from keras_lottery.search import STRATEGIES, find_ticket
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("keras-lottery")
 
 __all__ = [
     "Dataset",
