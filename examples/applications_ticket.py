@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         verbose=0 if args.smoke else "auto",
     )
     print(ticket.lottery.summary())
-    print(keras_lottery.coverage(ticket))
+    print(str(keras_lottery.coverage(ticket)).splitlines()[-1])  # the table's summary line
     final = ticket.lottery.final
     print(f"{final.percent_remaining:.1f}% of the prunable weights remain")
 
