@@ -1,29 +1,16 @@
-"""Library errors become one-line ``Error: ...`` messages and exit code 1."""
+"""Errors become one-line ``Error: ...`` messages: exit code 2 for usage, 1 for failures.
+
+``--debug`` (or ``KERAS_LOTTERY_DEBUG=1``) shows the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
-
-from keras_lottery.checkpoint import CorruptCheckpointError
-from keras_lottery.convert import NotPrunableError
-from keras_lottery.runs import RunError
-
-#: Exceptions that mean bad input or a bad run directory, not a bug.
-USER_ERRORS = (
-    ValueError,
-    KeyError,
-    FileNotFoundError,
-    FileExistsError,
-    PermissionError,
-    NotADirectoryError,
-    CorruptCheckpointError,
-    NotPrunableError,
-    RunError,
-)
 
 
 def one_line(error: BaseException) -> str:
@@ -32,22 +19,82 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or a bad run directory, not a bug."""
+    from keras_lottery.callbacks import DivergenceError
+    from keras_lottery.checkpoint import CorruptCheckpointError, RunDirInUseError
+    from keras_lottery.convert import NotPrunableError
+    from keras_lottery.runs import RunError
+
+    return (
+        ValueError,
+        KeyError,
+        OSError,
+        CorruptCheckpointError,
+        RunDirInUseError,
+        DivergenceError,
+        NotPrunableError,
+        RunError,
+    )
+
+
+def debug_enabled() -> bool:
+    return bool(os.environ.get("KERAS_LOTTERY_DEBUG"))
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn :data:`USER_ERRORS` (and export failures) into :class:`click.ClickException`.
+    """Turn library errors about bad input into :class:`click.ClickException` (exit 1).
 
-    Set ``KERAS_LOTTERY_DEBUG=1`` to get the full traceback instead.
+    Also imports TensorFlow quietly (see :func:`import_tensorflow`) first.
     """
-    if os.environ.get("KERAS_LOTTERY_DEBUG"):
+    import_tensorflow()
+    if debug_enabled():
         yield
         return
     try:
         yield
     except click.ClickException:
         raise
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from None
-    except RuntimeError as e:
-        if type(e).__name__ == "ExportError":
+    except Exception as e:
+        if isinstance(e, _user_errors()) or type(e).__name__ == "ExportError":
             raise click.ClickException(one_line(e)) from None
         raise
+
+
+def check_jsonl_target(path: str | None) -> None:
+    """Fail before any work if ``--log-jsonl`` cannot be appended to."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise click.UsageError(f"--log-jsonl: folder {parent} does not exist; create it first.")
+    if not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        raise click.UsageError(f"--log-jsonl: {path} is not writable.")
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow once, its C++ start-up logs silenced unless ``--verbose``/``--debug``.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` is set before the import; the lines TensorFlow's
+    libraries print before their logging is configured (oneDNN, CUDA stubs)
+    ignore it, so stderr is sent to the null device during the import only.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    if os.environ.get("KERAS_LOTTERY_VERBOSE"):
+        import tensorflow  # noqa: F401
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

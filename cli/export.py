@@ -6,16 +6,18 @@ from pathlib import Path
 
 import click
 
-from keras_lottery import runs
-from keras_lottery.export import FORMATS
-
+from .choices import EXPORT_FORMATS
 from .errors import user_errors
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--format", "format_", type=click.Choice(list(FORMATS)), default="tflite", show_default=True
+    "--format",
+    "format_",
+    type=click.Choice(list(EXPORT_FORMATS)),
+    default="tflite",
+    show_default=True,
 )
 @click.option(
     "--output",
@@ -39,6 +41,8 @@ def export(run_dir, format_, output, name, verify_size, overwrite):
     test data; tflite-int8-full calibrates on the run's training images.
     """
     with user_errors():
+        from keras_lottery import runs
+
         report = runs.export_run(
             run_dir,
             format_,
@@ -48,3 +52,5 @@ def export(run_dir, format_, output, name, verify_size, overwrite):
             overwrite=overwrite,
         )
         click.echo(report.summary())
+        if Path(f"{report.path}.sha256").is_file():
+            click.echo(f"sha256 {Path(f'{report.path}.sha256').read_text().split()[0]}")

@@ -9,14 +9,9 @@ from typing import Any
 
 import click
 
-from keras_lottery import pruning, runs
-from keras_lottery.search import GRANULARITIES, SCOPES, STRATEGIES
-from keras_lottery.zoo import MODELS
-
-from .errors import user_errors
-from .progress import RoundProgress, RoundTensorBoard, write_jsonl
-
-D = runs.DEFAULTS
+from .choices import DEFAULTS as D
+from .choices import GRANULARITIES, MODELS, SCOPES, STRATEGIES, UNIT_CRITERIA
+from .errors import check_jsonl_target, user_errors
 
 
 def _layer_rate(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
@@ -52,15 +47,23 @@ RUN_OPTIONS = [
         "(x_train, y_train, x_test, y_test) or a TFDS name.",
     ),
     click.option("--data-dir", help="TFDS data_dir where a TFDS dataset is prepared."),
-    click.option("--train-size", type=int, help="Use the first N training examples."),
-    click.option("--test-size", type=int, help="Use the first N test examples."),
+    click.option(
+        "--train-size", type=click.IntRange(min=1), help="Use the first N training examples."
+    ),
+    click.option("--test-size", type=click.IntRange(min=1), help="Use the first N test examples."),
     click.option(
         "--optimizer",
         help="Keras optimizer name (e.g. adam, sgd): replaces the model's, or compiles "
         "an uncompiled .keras file (default adam).",
     ),
     click.option("--lr", type=float, help="Learning rate (default: the paper's / the model's)."),
-    click.option("--rounds", type=int, default=D["rounds"], show_default=True, help="Prunings."),
+    click.option(
+        "--rounds",
+        type=click.IntRange(min=1),
+        default=D["rounds"],
+        show_default=True,
+        help="Prunings.",
+    ),
     click.option(
         "--rate",
         type=float,
@@ -100,16 +103,24 @@ RUN_OPTIONS = [
     ),
     click.option(
         "--unit-criterion",
-        type=_choice(pruning.UNIT_CRITERIA),
+        type=_choice(UNIT_CRITERIA),
         default=D["unit_criterion"],
         show_default=True,
         help="Unit score for --granularity unit.",
     ),
     click.option(
-        "--epochs", type=int, default=D["epochs"], show_default=True, help="Epochs per round."
+        "--epochs",
+        type=click.IntRange(min=1),
+        default=D["epochs"],
+        show_default=True,
+        help="Epochs per round.",
     ),
-    click.option("--steps", type=int, help="Iterations per round (overrides --epochs)."),
-    click.option("--batch-size", type=int, default=D["batch_size"], show_default=True),
+    click.option(
+        "--steps", type=click.IntRange(min=1), help="Iterations per round (overrides --epochs)."
+    ),
+    click.option(
+        "--batch-size", type=click.IntRange(min=1), default=D["batch_size"], show_default=True
+    ),
     click.option(
         "--validation-split",
         type=float,
@@ -117,7 +128,11 @@ RUN_OPTIONS = [
         show_default=True,
         help="Held-out training fraction for the early-stop iteration (0: none).",
     ),
-    click.option("--eval-every", type=int, help="Evaluate every N iterations [each epoch]."),
+    click.option(
+        "--eval-every",
+        type=click.IntRange(min=1),
+        help="Evaluate every N iterations [each epoch].",
+    ),
     click.option(
         "--seed", type=int, default=D["seed"], show_default=True, help="Seed of the whole run."
     ),
@@ -151,6 +166,8 @@ def apply(options):
 
 def done_line(run_dir: Path) -> str:
     """``<run>/ticket.keras: 32.9% of weights remain, test accuracy ...`` from ``DONE``."""
+    from keras_lottery import runs
+
     s = runs.done_summary(run_dir) or {}
     pct, acc, es = (
         s.get("percent_remaining"),
@@ -175,6 +192,10 @@ def execute(
     tensorboard: str | None = None,
 ) -> None:
     """Run or resume ``config`` in ``run_dir`` with progress output; no-op if done."""
+    from keras_lottery import runs
+
+    from .progress import RoundProgress, RoundTensorBoard, write_jsonl
+
     if runs.is_done(run_dir):
         click.echo(f"Run {run_dir} is already done; nothing to do.")
         click.echo(done_line(run_dir))
@@ -207,7 +228,7 @@ def execute(
 
 def options_to_config(options: dict[str, Any]) -> dict[str, Any]:
     """CLI option values -> a raw run configuration (validated by normalize_config)."""
-    return {k: options[k] for k in runs.DEFAULTS}
+    return {k: options[k] for k in D}
 
 
 @click.command()
@@ -230,8 +251,14 @@ def find(runs_root, quiet, log_jsonl, tensorboard, **options):
 
     The same options again resume an unfinished run, or report a finished one.
     """
+    check_jsonl_target(log_jsonl)
     with user_errors():
-        config = runs.normalize_config(options_to_config(options))
+        from keras_lottery import runs
+
+        try:
+            config = runs.normalize_config(options_to_config(options))
+        except (ValueError, FileNotFoundError) as e:  # a bad option value: a usage error
+            raise click.UsageError(str(e)) from None
         run_dir = runs.prepare_run(config, runs_root)
         execute(config, run_dir, quiet, log_jsonl, tensorboard)
 
@@ -241,6 +268,9 @@ def find(runs_root, quiet, log_jsonl, tensorboard, **options):
 @apply(PROGRESS_OPTIONS)
 def resume(run_dir, quiet, log_jsonl, tensorboard):
     """Continue RUN_DIR after its last finished round (reads its config.json)."""
+    check_jsonl_target(log_jsonl)
     with user_errors():
+        from keras_lottery import runs
+
         config = runs.load_config(run_dir)
         execute(config, run_dir, quiet, log_jsonl, tensorboard)

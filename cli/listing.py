@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from keras_lottery import runs
-
 from .errors import user_errors
 
 
@@ -14,12 +12,15 @@ from .errors import user_errors
 def list_runs(paths):
     """List runs in PATHS (runs roots or run directories; default: runs/)."""
     with user_errors():
+        from keras_lottery import runs
+
         dirs = runs.list_runs(paths or ["runs"])
         for d in dirs:
             try:
                 info = runs.run_info(d)
-            except (runs.RunError, ValueError) as e:
-                click.echo(f"{d}  unreadable: {e}")
+            except (runs.RunError, runs.CorruptCheckpointError, ValueError, OSError) as e:
+                click.echo(f"Warning: skipping {d}: {e}", err=True)
                 continue
             settings = " ".join(f"{k}={v}" for k, v in runs.non_default(info.config).items())
-            click.echo(f"{d}  {info.status:<10}  {settings or '(defaults)'}")
+            line = f"{d}  {info.status:<10}  {settings or '(defaults)'}"
+            click.echo(line + (f"  ({info.failed})" if info.failed else ""))

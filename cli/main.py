@@ -1,31 +1,70 @@
-"""The ``keras-lottery`` command: find, resume, sweep, report, export, list."""
+"""The ``keras-lottery`` command: find, resume, sweep, report, export, list.
+
+Commands are imported when used, and TensorFlow only when a command runs, so
+``--help`` is instant.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import click
 
-from keras_lottery import __version__
+#: Command name -> (module in this package, attribute, one-line help for the group's --help).
+COMMANDS = {
+    "find": ("find", "find", "Find a winning ticket; the run lives in RUNS_ROOT/<config hash>."),
+    "resume": ("find", "resume", "Continue RUN_DIR after its last finished round."),
+    "sweep": ("sweep", "sweep", "Run every job of the sweep SPEC (YAML or JSON)."),
+    "report": ("report", "report", "Summarize run directories: tables and plots."),
+    "export": ("export", "export", "Export the ticket of a finished run."),
+    "list": ("listing", "list_runs", "List runs and how far each got."),
+}
 
-from .export import export
-from .find import find, resume
-from .listing import list_runs
-from .report import report
-from .sweep import sweep
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f".{module}", __package__), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, short) for name, (_, _, short) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="keras-lottery")
-def cli() -> None:
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras-lottery")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="keras-lottery")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log messages.")
+@click.option("--debug", is_flag=True, help="Full tracebacks instead of one-line errors.")
+def cli(verbose: bool, debug: bool) -> None:
     """Find winning lottery tickets (Frankle & Carbin) in Keras 3 models.
 
     Every search runs in a run directory named by the hash of its configuration:
     the same command twice reuses it (resuming or skipping a finished run).
-    Set KERAS_LOTTERY_DEBUG=1 for tracebacks instead of one-line errors.
+    Errors are one line (exit code 2: a usage error, 1: a failure); --debug
+    (or KERAS_LOTTERY_DEBUG=1) shows the traceback.
     """
-
-
-for command in (find, resume, sweep, report, export, list_runs):
-    cli.add_command(command)
+    if debug:
+        os.environ["KERAS_LOTTERY_DEBUG"] = "1"
+    if verbose or debug:
+        os.environ["KERAS_LOTTERY_VERBOSE"] = "1"
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from keras_lottery import report as lib
-
 from .errors import user_errors
 
 
@@ -41,7 +39,12 @@ def report(paths, out, csv_path, json_path, group_by):
     remaining, as mean [min, max] over seeds.
     """
     with user_errors():
-        rows = lib.summarize(lib.load_runs(paths), group_by or None)
+        from keras_lottery import report as lib
+
+        def skip(run_dir, error):
+            click.echo(f"Warning: skipping {run_dir}: {error}", err=True)
+
+        rows = lib.summarize(lib.load_runs(paths, skip), group_by or None)
         if not rows:
             raise click.ClickException("The runs have no finished round yet.")
         if "-" not in (csv_path, json_path):

@@ -136,3 +136,53 @@ class StopAtIteration(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if current_iteration(self.model) - self._start >= self.steps:
             self.model.stop_training = True
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged: a NaN/inf loss, or a ticket at chance accuracy."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop a round whose training loss becomes NaN or infinite (checked each epoch)."""
+
+    def __init__(self, round_: int):
+        super().__init__()
+        self.round = round_
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise DivergenceError(
+                f"training diverged in round {self.round}: the loss became {float(loss)} "
+                f"after {current_iteration(self.model)} iterations; lower the learning rate "
+                "or check the data for NaN/inf."
+            )
+
+
+def chance_accuracy(model: keras.Model) -> float:
+    """Accuracy of guessing: 1/classes (1/2 for one sigmoid output)."""
+    n = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else 0
+    return 0.5 if n <= 2 else 1.0 / n
+
+
+def check_divergence(rounds: list, chance: float) -> None:
+    """Raise :class:`DivergenceError` if the last round ended at chance while round 0 learned.
+
+    ``rounds`` are :class:`~keras_lottery.record.RoundRecord` s; the training
+    accuracy decides ("at chance": below 1.5x chance; "learned": above 2x
+    chance, or above chance + 0.25 for binary tasks).
+    """
+    if len(rounds) < 2:
+        return
+    dense, last = rounds[0].train_accuracy, rounds[-1].train_accuracy
+    if dense is None or last is None:
+        return
+    learned = dense > max(2 * chance, chance + 0.25) if chance >= 0.5 else dense > 2 * chance
+    at_chance = last <= (chance + 0.05 if chance >= 0.5 else 1.5 * chance)
+    if learned and at_chance:
+        raise DivergenceError(
+            f"training diverged in round {rounds[-1].round}: training accuracy "
+            f"{last:.3f} is at chance ({chance:.3f}) while the dense network reached "
+            f"{dense:.3f}; lower the learning rate or the pruning rate."
+        )

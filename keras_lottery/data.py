@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,20 +102,40 @@ _IDX_FILES = {
 }
 
 
+class DatasetError(ValueError):
+    """A dataset file is unreadable, truncated or of the wrong format (the message names it)."""
+
+
+#: Largest IDX file read (after decompression): 4 GiB.
+MAX_IDX_BYTES = 4 << 30
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (optionally gzipped) into a uint8 array."""
+    """Read one IDX file (optionally gzipped) into a uint8 array.
+
+    Raises:
+        DatasetError: unreadable, a corrupt or truncated gzip, or not an IDX file.
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        kind = "a corrupt or truncated gzip file" if path.suffix == ".gz" else "unreadable"
+        raise DatasetError(f"{path} is {kind} ({type(e).__name__}: {e}).") from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise DatasetError(f"{path} is larger than {MAX_IDX_BYTES} bytes; not an IDX file.")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path} is truncated inside its IDX header.")
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(
-            f"{path} is truncated: header says {tuple(dims)}, found {data.size} bytes."
+        raise DatasetError(
+            f"{path} is truncated or padded: header says {tuple(dims)}, found {data.size} bytes."
         )
     return data.reshape(dims)
 
@@ -131,6 +153,12 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
                 f"{', '.join(_IDX_FILES.values())}."
             )
         arrays[key] = read_idx(found)
+    for split in ("train", "test"):
+        n_x, n_y = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
+        if n_x != n_y:
+            raise DatasetError(
+                f"{directory}: {n_x} {split} images but {n_y} {split} labels; they must match."
+            )
     return Dataset(
         directory.name,
         _images(arrays["x_train"]),
@@ -141,18 +169,44 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
 
 
 def load_npz(path: str | os.PathLike) -> Dataset:
-    """An ``.npz`` with arrays ``x_train, y_train, x_test, y_test``."""
-    with np.load(path) as f:
-        missing = [k for k in _IDX_FILES if k not in f]
-        if missing:
-            raise KeyError(f"{path} lacks arrays {missing}; expected {list(_IDX_FILES)}.")
-        return Dataset(
-            Path(path).stem,
-            _images(f["x_train"]),
-            f["y_train"].astype("int64"),
-            _images(f["x_test"]),
-            f["y_test"].astype("int64"),
-        )
+    """An ``.npz`` with arrays ``x_train, y_train, x_test, y_test``.
+
+    Loaded without pickle (object arrays are refused).
+
+    Raises:
+        DatasetError: unreadable or corrupt, missing arrays, or mismatched lengths.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in _IDX_FILES if k not in f.files]
+            if missing:
+                raise DatasetError(f"{path} lacks arrays {missing}; expected {list(_IDX_FILES)}.")
+            arrays = {k: f[k] for k in _IDX_FILES}
+    except DatasetError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise DatasetError(
+            f"{path} is not a readable .npz dataset ({type(e).__name__}: {e})."
+        ) from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y) or not len(x):
+            raise DatasetError(
+                f"{path}: x_{split} has {len(x)} examples but y_{split} has {len(y)}; "
+                "they must match and not be empty."
+            )
+        if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.integer)):
+            raise DatasetError(
+                f"{path}: x_{split} must be numbers and y_{split} integer labels "
+                f"(got {x.dtype} and {y.dtype})."
+            )
+    return Dataset(
+        Path(path).stem,
+        _images(arrays["x_train"]),
+        arrays["y_train"].astype("int64"),
+        _images(arrays["x_test"]),
+        arrays["y_test"].astype("int64"),
+    )
 
 
 def load_tfds(name: str, data_dir: str | None = None, download: bool = False) -> Dataset:
@@ -208,10 +262,36 @@ def load_dataset(
         if not path.exists():
             raise FileNotFoundError(f"No such dataset file: {path}")
         return load_npz(path)
+    if path.is_file():
+        raise DatasetError(
+            f"{path} is a file but not a .npz; give a .npz, a folder of MNIST-format IDX "
+            "files, or a TFDS name."
+        )
+    if "/" in name or os.sep in name:
+        raise FileNotFoundError(f"No such dataset folder: {path}")
     try:
         return load_tfds(name, data_dir=data_dir, download=download)
     except Exception as e:  # TFDS raises many types; name the fix.
-        raise ValueError(
-            f"Could not load dataset {name!r}: {e}. Use {DEFAULT_DATASET!r}, a folder of "
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise DatasetError(
+            f"Could not load dataset {name!r}: {reason}. Use {DEFAULT_DATASET!r}, a folder of "
             "MNIST-format IDX files, a .npz file, or a TFDS name prepared under --data-dir."
         ) from e
+
+
+def check_finite(data, steps: int | None) -> None:
+    """Refuse an endless ``tf.data`` dataset when no ``steps`` bound each round.
+
+    ``fit`` would never end an epoch over it.  Other data pass unchecked.
+    """
+    import tensorflow as tf
+
+    if (
+        steps is None
+        and isinstance(data, tf.data.Dataset)
+        and int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+    ):
+        raise ValueError(
+            "The training data is an endless tf.data.Dataset (e.g. .repeat()) and steps is "
+            "not set: a round would never end. Pass steps=N, or a finite dataset with epochs."
+        )

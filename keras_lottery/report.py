@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_lottery.record import RoundRecord
-from keras_lottery.runs import RunError, list_runs, load_config, non_default
+from keras_lottery.runs import RunError, list_runs, load_config, non_default, readable_runs
 
 #: Varying settings that never split runs into groups (they are averaged over).
 AVERAGED_KEYS = ("seed",)
@@ -90,12 +90,16 @@ def _read_rounds(run_dir: Path) -> list[RoundRecord]:
         raise RunError(f"{path} is unreadable or corrupt ({type(e).__name__}: {e}).") from e
 
 
-def load_runs(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[RunData]:
-    """Every run directory among ``paths`` (run directories or folders of them)."""
-    dirs = list_runs(paths)
-    if not dirs:
+def load_runs(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], on_error=None
+) -> list[RunData]:
+    """Every run directory among ``paths`` (run directories or folders of them).
+
+    A corrupt one is skipped with a warning (or ``on_error(run_dir, error)``).
+    """
+    if not list_runs(paths):
         raise RunError(f"No run directories (with config.json) in {', '.join(map(str, paths))}.")
-    return [RunData(d, load_config(d), _read_rounds(d)) for d in dirs]
+    return readable_runs(paths, lambda d: RunData(d, load_config(d), _read_rounds(d)), on_error)
 
 
 def group_keys(runs: Sequence[RunData]) -> list[str]:

@@ -11,7 +11,11 @@ maps to the same directory::
     config.json          the configuration (and its id)
     checkpoint.json ...  find_ticket's per-round checkpoints (resumable)
     ticket.keras         the trained ticket, written atomically at the end
-    DONE                 JSON summary, written last: the run is finished
+    DONE                 JSON summary with the ticket's SHA-256, written last
+    FAILED               why the search stopped (divergence); absent once it succeeds
+
+A failure before the first round is committed removes what the run wrote, so
+no half-made run directory is left behind.
 
 >>> config = normalize_config({"rounds": 2, "strategy": "reinit"})
 >>> run_dir = prepare_run(config, "runs")
@@ -30,6 +34,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +44,23 @@ import keras
 import numpy as np
 
 from keras_lottery import pruning
-from keras_lottery.checkpoint import MANIFEST, CorruptCheckpointError
+from keras_lottery.callbacks import DivergenceError
+from keras_lottery.checkpoint import (
+    MANIFEST,
+    CorruptCheckpointError,
+    lock_run_dir,
+    read_manifest,
+    remove_leftovers,
+)
 from keras_lottery.data import DEFAULT_DATASET, Dataset, load_dataset
-from keras_lottery.files import atomic_write, file_sha256
+from keras_lottery.files import atomic_save, atomic_write, file_sha256
 from keras_lottery.search import GRANULARITIES, SCOPES, STRATEGIES, find_ticket
 from keras_lottery.zoo import MODELS, get_model
 
 CONFIG_FILE = "config.json"
 TICKET_FILE = "ticket.keras"
 DONE_FILE = "DONE"
+FAILED_FILE = "FAILED"
 LOCK_FILE = ".lock"
 
 #: Every key of a run configuration and its default.  The defaults make the
@@ -293,13 +306,8 @@ def total_rounds(config: Mapping[str, Any]) -> int:
 
 def completed_round(run_dir: str | os.PathLike) -> int | None:
     """The last round ``run_dir`` has checkpointed (0-based), or ``None``."""
-    path = Path(run_dir) / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        return int(json.loads(path.read_text())["completed_round"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CorruptCheckpointError(f"{path} is unreadable or corrupt ({e}).") from e
+    manifest = read_manifest(run_dir)
+    return None if manifest is None else int(manifest["completed_round"])
 
 
 def done_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -308,9 +316,23 @@ def done_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RunError(f"{path} is unreadable or corrupt ({e}).") from e
+    if not isinstance(summary, dict):
+        raise RunError(f"{path} is corrupt (not a JSON object).")
+    return summary
+
+
+def failure_reason(run_dir: str | os.PathLike) -> str | None:
+    """Why the run stopped (the ``FAILED`` file), or ``None``."""
+    path = Path(run_dir) / FAILED_FILE
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text())["reason"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return "unknown (FAILED is unreadable)"
 
 
 def is_done(run_dir: str | os.PathLike) -> bool:
@@ -327,11 +349,14 @@ class RunInfo:
     completed_round: int | None
     total_rounds: int
     done: bool
+    failed: str | None = None
 
     @property
     def status(self) -> str:
         if self.done:
             return "done"
+        if self.failed:
+            return "failed"
         if self.completed_round is None:
             return "new"
         return f"round {self.completed_round + 1}/{self.total_rounds}"
@@ -346,6 +371,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
         completed_round(run_dir),
         total_rounds(config),
         is_done(run_dir),
+        failure_reason(run_dir),
     )
 
 
@@ -362,6 +388,28 @@ def list_runs(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Pa
         else:
             raise RunError(f"{p} is not a directory.")
     return found
+
+
+def readable_runs(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], read=None, on_error=None
+) -> list[Any]:
+    """``read(run_dir)`` for each run among ``paths`` that reads cleanly.
+
+    A corrupt run directory is skipped: ``on_error(run_dir, error)`` is called
+    (default: a warning naming it and the problem).  ``read`` defaults to
+    :func:`run_info`.
+    """
+    read = read or run_info
+    out = []
+    for d in list_runs(paths):
+        try:
+            out.append(read(d))
+        except (RunError, CorruptCheckpointError, ValueError, OSError) as e:
+            if on_error is None:
+                warnings.warn(f"skipping {d}: {e}", stacklevel=2)
+            else:
+                on_error(d, e)
+    return out
 
 
 # -- running ------------------------------------------------------------------
@@ -411,7 +459,7 @@ def build_model(config: Mapping[str, Any], data: Dataset) -> keras.Model:
             raise FileNotFoundError(f"No such model file: {path}")
         if file_sha256(path) != config["model_sha256"]:
             raise RunError(f"{path} changed since this run was configured (checksum differs).")
-        model = keras.models.load_model(path)
+        model = load_keras_file(path)
     else:
         model = get_model(
             config["model"], data.x_train.shape[1:], data.num_classes, seed=config["seed"]
@@ -460,30 +508,30 @@ def find_options(config: Mapping[str, Any]) -> dict[str, Any]:
 @contextlib.contextmanager
 def _lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``run_dir`` (released even on SIGKILL)."""
+    handle = lock_run_dir(run_dir)
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks
         yield
+    finally:
+        del handle
+
+
+#: What a run writes into its directory (removed again if it fails before round 0 commits).
+_RUN_FILES = (CONFIG_FILE, LOCK_FILE, MANIFEST, "state.npz", "record.json", FAILED_FILE)
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove a run directory whose first round never committed (keep foreign files)."""
+    if read_manifest(run_dir) is not None or is_done(run_dir):
         return
-    with open(run_dir / LOCK_FILE, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunError(f"{run_dir} is in use by another process.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    remove_leftovers(run_dir, keep=set())
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only if nothing else is in it
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_save(path, model.save)
 
 
 def run(
@@ -508,20 +556,29 @@ def run(
         return load_ticket(run_dir)
     with _lock(run_dir):
         t0 = time.perf_counter()
-        data = load_data(config)
-        model = build_model(config, data)
-        ticket = find_ticket(
-            model,
-            data,
-            **find_options(config),
-            run_dir=run_dir,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        try:
+            data = load_data(config)
+            model = build_model(config, data)
+            ticket = find_ticket(
+                model,
+                data,
+                **find_options(config),
+                run_dir=run_dir,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        except DivergenceError as e:
+            _write_json(run_dir / FAILED_FILE, {"reason": str(e)})
+            raise
+        except BaseException:
+            _remove_unstarted(run_dir)
+            raise
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)
         _save_model(ticket, run_dir / TICKET_FILE)
         final = ticket.lottery.final
         summary = {
             "run_id": config_hash(config),
+            "ticket_sha256": file_sha256(run_dir / TICKET_FILE),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "rounds": len(ticket.lottery.rounds),
             "sparsity": final.sparsity,
@@ -537,14 +594,32 @@ def run(
 
 
 def load_ticket(run_dir: str | os.PathLike) -> keras.Model:
-    """The trained, mask-aware ticket of a finished run (``ticket.keras``)."""
+    """The trained, mask-aware ticket of a finished run (``ticket.keras``).
+
+    The file must match the SHA-256 recorded in ``DONE`` and is loaded in
+    Keras's safe mode (no code in the file is run).
+    """
     path = Path(run_dir) / TICKET_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} has no {TICKET_FILE}: the run is not finished.")
+    expected = (done_summary(run_dir) or {}).get("ticket_sha256")
+    if expected is not None and file_sha256(path) != expected:
+        raise RunError(
+            f"{path} does not match the checksum in {DONE_FILE} (altered or corrupt); "
+            f"delete {run_dir} and run the search again."
+        )
+    return load_keras_file(path)
+
+
+def load_keras_file(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` file in safe mode; a bad file is a :class:`RunError` naming it."""
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, safe_mode=True)
     except Exception as e:
-        raise RunError(f"{path} does not load ({type(e).__name__}: {e}).") from e
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunError(
+            f"{path} is not a loadable .keras model ({type(e).__name__}: {msg[:200]})."
+        ) from e
 
 
 def model_inputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -568,7 +643,9 @@ def export_run(
 
     Default ``path``: ``<run_dir>/export/<name><suffix>`` with ``name`` ``"ticket"``.
     The run's dataset verifies the export (first ``verify_size`` test examples)
-    and calibrates ``"tflite-int8-full"`` (training images).
+    and calibrates ``"tflite-int8-full"`` (training images).  A file export
+    gets its SHA-256 beside it (``<file>.sha256``, checked by ``sha256sum -c``).
+    ``name`` must be a plain file name: an export never lands outside its folder.
     """
     from keras_lottery.export import FORMATS, export
 
@@ -576,8 +653,13 @@ def export_run(
         raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
     run_dir = Path(run_dir)
     config = load_config(run_dir)
-    ticket = load_ticket(run_dir)
     name = name or "ticket"
+    if not isinstance(name, str) or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(
+            f"--name must be a plain file name without folders, got {name!r}; "
+            "use --output to choose another folder."
+        )
+    ticket = load_ticket(run_dir)
     if path is None:
         path = run_dir / "export" / f"{name}{FORMATS[format]}"
     data = load_data(config)
@@ -588,7 +670,7 @@ def export_run(
     representative = None
     if format == "tflite-int8-full":
         representative = model_inputs(ticket, data.x_train[:256])
-    return export(
+    report = export(
         ticket,
         path,
         format,
@@ -597,6 +679,11 @@ def export_run(
         verify_data=verify,
         overwrite=overwrite,
     )
+    out = Path(report.path)
+    if out.is_file():  # a checksum beside it, in `sha256sum -c` format
+        line = f"{file_sha256(out)}  {out.name}\n".encode()
+        atomic_write(out.with_name(out.name + ".sha256"), lambda f: f.write(line))
+    return report
 
 
 # -- sweeps -------------------------------------------------------------------

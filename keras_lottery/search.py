@@ -14,6 +14,7 @@ The controls of the paper are branches of steps 3 and 4 (``strategy``).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -26,17 +27,21 @@ import tensorflow as tf
 
 from keras_lottery import pruning
 from keras_lottery.callbacks import (
+    DivergenceGuard,
     EvaluationCurve,
     Evaluator,
     StopAtIteration,
     WeightSnapshot,
+    chance_accuracy,
+    check_divergence,
     current_iteration,
     loss_value,
     resolve_loss,
 )
 from keras_lottery.checkpoint import RunCheckpoint
 from keras_lottery.convert import NotPrunableError, apply_masks, make_prunable, prunable_weights
-from keras_lottery.data import Dataset, load_dataset, shuffled_batches
+from keras_lottery.data import Dataset, check_finite, load_dataset, shuffled_batches
+from keras_lottery.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.record import LotteryRecord, RoundRecord
 
 #: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
@@ -72,6 +77,7 @@ def find_ticket(
     finetune_lr_scale: float = 0.1,
     data_dir: str | None = None,
     run_dir: str | os.PathLike | None = None,
+    data_version: str | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
     **fit_kwargs: Any,
@@ -124,7 +130,10 @@ def find_ticket(
         seed: makes data order, initializers and masks reproducible.
         run_dir: checkpoint every finished round there; calling again with the
             same options resumes after the last finished round (see
-            :mod:`keras_lottery.checkpoint`).
+            :mod:`keras_lottery.checkpoint`); a ``run_dir`` holding another
+            search (θ0, data or options differ) is refused.
+        data_version: a name/version of a ``tf.data`` pipeline for the run's
+            fingerprint (arrays are hashed; a pipeline cannot be).
         callbacks, verbose, **fit_kwargs: passed to every ``model.fit``.
 
     Optimizer and learning rate: every round starts from the optimizer's
@@ -158,6 +167,7 @@ def find_ticket(
     train, validation_data, test_data = _resolve_data(
         data, validation_data, validation_split, test_data, data_dir
     )
+    check_finite(train, steps)
     ticket = make_prunable(model)
     if ticket is not model:
         ticket.compile_from_config(model.get_compile_config())
@@ -203,7 +213,11 @@ def find_ticket(
         fit_kwargs=fit_kwargs,
     )
     start = 0
-    checkpoint = RunCheckpoint(run_dir, config) if run_dir is not None else None
+    checkpoint = None
+    if run_dir is not None:
+        splits = (train, validation_data, test_data)
+        data_id = data_fingerprint(data, splits, data_version)
+        checkpoint = RunCheckpoint(run_dir, config, fingerprint(saved["theta0"], data_id, config))
     if checkpoint is not None:
         resumed = checkpoint.load(ticket, rng)
         if resumed is not None:
@@ -239,10 +253,11 @@ def find_ticket(
         snapshot = None
         if r == 0 and isinstance(rewind_to, int) and rewind_to > 0:
             snapshot = WeightSnapshot(state, rewind_to)
-        round_callbacks = list(callbacks or [])
+        round_callbacks = [DivergenceGuard(r), *list(callbacks or [])]
         if r == 0 and gradual is not None:
             round_callbacks.insert(0, _gradual_callback(gradual, scope))
         record.rounds.append(_train(ticket, training, r, snapshot, round_callbacks))
+        check_divergence(record.rounds, chance_accuracy(ticket))
         if snapshot is not None:
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={rewind_to} was never reached in round 0.")
@@ -250,6 +265,8 @@ def find_ticket(
         record.rewind_weights = {v.path: val for v, val in zip(state, saved["rewind"])}
         if checkpoint is not None:
             checkpoint.save(r, ticket, record, saved, rng)
+    if checkpoint is not None:
+        checkpoint.close()
 
     ticket.lottery = record
     return ticket
@@ -266,9 +283,10 @@ def _check_options(c: dict[str, Any]) -> None:
     rates = [("rate", c["rate"]), ("output_rate", c["output_rate"])]
     rates += [(f"layer_rates[{k!r}]", v) for k, v in (c["layer_rates"] or {}).items()]
     for name, value in rates:
-        if value is not None and not 0.0 < value < 1.0:
+        if value is not None and (not isinstance(value, numbers.Real) or not 0.0 < value < 1.0):
             raise ValueError(f"{name} must be in (0, 1), got {value!r} (0.2 prunes 20% per round).")
-    if c["target_sparsity"] is not None and not 0.0 < c["target_sparsity"] < 1.0:
+    target = c["target_sparsity"]
+    if target is not None and (not isinstance(target, numbers.Real) or not 0.0 < target < 1.0):
         raise ValueError(
             f"target_sparsity must be in (0, 1), got {c['target_sparsity']!r}: "
             "a sparsity of 1 would remove every weight."
@@ -292,8 +310,14 @@ def _check_options(c: dict[str, Any]) -> None:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
     if steps is None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    for name in ("batch_size", "eval_every"):
+        value = c[name]
+        if (value is not None or name == "batch_size") and (
+            not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     split = c["validation_split"]
-    if split is not None and not 0.0 < split < 1.0:
+    if split is not None and (not isinstance(split, numbers.Real) or not 0.0 < split < 1.0):
         raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
     if not c["finetune_lr_scale"] > 0:
         raise ValueError(f"finetune_lr_scale must be > 0, got {c['finetune_lr_scale']!r}.")
