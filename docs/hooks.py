@@ -7,6 +7,7 @@
   work on a code host too); they are rewritten to the pages' places in the site.
   A link to a file that is neither a page nor an added file is left alone, and
   ``mkdocs build --strict`` then fails on it.
+* Sphinx roles in docstrings (``:func:`export` ``) are shown as plain code.
 * Every public module ``keras_lottery/<name>.py`` gets a page ``api/<name>.md``
   holding ``::: keras_lottery.<name>``, added to the nav under "API reference":
   a new module appears without editing any page.
@@ -128,6 +129,14 @@ def on_files(files: Files, config) -> Files:
         content = f"# `{PACKAGE}.{m}`\n\n::: {PACKAGE}.{m}\n"
         files.append(File.generated(config, f"api/{m}.md", content=content))
     return files
+
+
+_ROLE = re.compile(r":(?:func|class|meth|data|attr|mod|exc):(<code>)~?")
+
+
+def on_page_content(html: str, page, config, files: Files) -> str:
+    """Docstrings may use Sphinx roles (:func:`x`); show them as plain code."""
+    return _ROLE.sub(r"\1", html)
 
 
 def _repo_path(src_uri: str) -> str:
