@@ -61,6 +61,28 @@ _SPEC_KEYS = ("base", "grid", "runs_root", "resources")
 RESOURCE_KEYS = ("cpus_per_job", "gpus_per_job")
 
 
+#: Largest sweep spec read, in bytes.
+MAX_SPEC_BYTES = 1 << 20
+
+
+def _loader():
+    """PyYAML's safe loader, refusing aliases (``*name``): no "billion laughs" expansion."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    "aliases (*name) are not allowed in a sweep spec; write the values out",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def _key_lines(text: str) -> dict[tuple, int]:
     """1-based line of each mapping key / list item, by path, from the YAML (or JSON) text."""
     import yaml
@@ -78,7 +100,7 @@ def _key_lines(text: str) -> dict[tuple, int]:
                 walk(item, (*path, i))
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_loader())
     except yaml.YAMLError:
         return lines
     if root is not None:
@@ -95,7 +117,7 @@ def _parse_spec(path: Path, text: str) -> Any:
         except json.JSONDecodeError as e:
             raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: {e.msg}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())  # a SafeLoader without aliases
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -119,6 +141,11 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     if not path.is_file():
         raise FileNotFoundError(f"No such sweep spec: {path}")
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"{path}: {path.stat().st_size} bytes; a sweep spec may have at most "
+                f"{MAX_SPEC_BYTES} bytes."
+            )
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: unreadable ({e}).") from None
