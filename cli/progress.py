@@ -132,7 +132,7 @@ class RoundProgress(keras.callbacks.Callback):
                         },
                         "elapsed": elapsed,
                         "eta": left,
-                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                        "time": datetime.datetime.now(datetime.UTC).isoformat(),
                     },
                 )
 

@@ -579,7 +579,7 @@ def run(
         summary = {
             "run_id": config_hash(config),
             "ticket_sha256": file_sha256(run_dir / TICKET_FILE),
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "finished": datetime.datetime.now(datetime.UTC).isoformat(),
             "rounds": len(ticket.lottery.rounds),
             "sparsity": final.sparsity,
             "percent_remaining": final.percent_remaining,
@@ -624,7 +624,10 @@ def load_keras_file(path: str | os.PathLike) -> keras.Model:
 
 def model_inputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """``x`` reshaped to the model's input shape, e.g. (n, 28, 28) -> (n, 28, 28, 1)."""
-    shape = tuple(model.inputs[0].shape[1:])
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return x
+    shape = tuple(inputs[0].shape[1:])
     if None in shape or tuple(x.shape[1:]) == shape:
         return x
     return x.reshape((len(x), *shape))

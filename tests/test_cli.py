@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from keras_lottery import runs
+from keras_lottery.checkpoint import committed_record
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -70,8 +71,8 @@ def error_line(result) -> str:
 
 
 def masks_of(run_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(run_dir / "masks.npz") as f:
-        return {k: f[k] for k in f.files if not k.startswith("rewind/")}
+    record = committed_record(run_dir)
+    return {f"round{r.round}/{k}": m for r in record.rounds for k, m in r.masks.items()}
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -94,7 +95,7 @@ def tiny_run(tmp_path_factory):
 
 def test_find_writes_a_complete_run_directory(tiny_run):
     run_dir, log, result = tiny_run
-    for name in ("config.json", "checkpoint.json", "record.json", "masks.npz", "ticket.keras"):
+    for name in ("config.json", "checkpoint.json", "record.json", "state.npz", "ticket.keras"):
         assert (run_dir / name).is_file(), name
     done = json.loads((run_dir / "DONE").read_text())
     assert done["rounds"] == 3 and done["percent_remaining"] == pytest.approx(64.06, abs=0.1)
@@ -266,9 +267,10 @@ def test_resume_errors(tmp_path, tiny_run):
     run_dir, _, _ = tiny_run
     copy = tmp_path / "copy"
     copy.mkdir()
-    for f in run_dir.iterdir():
-        if f.name not in ("DONE", "ticket.keras"):
-            (copy / f.name).write_bytes(f.read_bytes())
+    for f in run_dir.rglob("*"):
+        if f.is_file() and f.name not in ("DONE", "ticket.keras"):
+            (copy / f.relative_to(run_dir)).parent.mkdir(exist_ok=True)
+            (copy / f.relative_to(run_dir)).write_bytes(f.read_bytes())
     fcntl = pytest.importorskip("fcntl")
     with open(copy / ".lock", "a") as lock:  # another process holds the run
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
