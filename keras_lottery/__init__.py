@@ -6,7 +6,7 @@
 
 import importlib.metadata
 
-from keras_lottery import layers, zoo
+from keras_lottery import zoo
 from keras_lottery.convert import (
     NotPrunableError,
     apply_masks,
@@ -15,24 +15,29 @@ from keras_lottery.convert import (
     sparsity,
     strip,
 )
+from keras_lottery.coverage import Coverage, coverage
 from keras_lottery.data import Dataset, load_dataset
 from keras_lottery.export import ExportReport, export
+from keras_lottery.masked_model import MaskedModel, PrunableWeight
 from keras_lottery.record import LotteryRecord, RoundRecord
 from keras_lottery.search import STRATEGIES, find_ticket
 
 __version__ = importlib.metadata.version("keras-lottery")
 
 __all__ = [
+    "Coverage",
     "Dataset",
     "ExportReport",
     "LotteryRecord",
+    "MaskedModel",
     "NotPrunableError",
+    "PrunableWeight",
     "RoundRecord",
     "STRATEGIES",
     "apply_masks",
+    "coverage",
     "export",
     "find_ticket",
-    "layers",
     "zoo",
     "load_dataset",
     "make_prunable",

@@ -34,13 +34,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lottery.convert import (
-    _all_layers,
-    _check_convertible,
-    strip,
-)
+from keras_lottery.convert import strip
+from keras_lottery.coverage import discover
 from keras_lottery.data import Dataset
-from keras_lottery.layers import MASKED_VARIANTS, is_masked
 
 #: Valid ``format`` values of :func:`export`, with the file suffix of each.
 FORMATS: dict[str, str] = {
@@ -310,7 +306,6 @@ def export(
 def _check_model(model) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(f"export needs a keras.Model, got {type(model).__name__}.")
-    _check_convertible(model)  # Sequential or functional, and built
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
@@ -569,22 +564,8 @@ def _kernel_stats(value: np.ndarray, encoding="dense", shape=None, zero=0) -> St
 
 
 def _prunable_kernels(model) -> list[tuple[str, np.ndarray]]:
-    """``(variable path, value)`` of each kernel keras-lottery would prune, in layer order."""
-    found = []
-    for layer in _all_layers(model):
-        if is_masked(layer):
-            raise ExportError(
-                f"Layer '{layer.name}' still has a mask after strip(): models that mix "
-                "mask-aware and plain prunable layers are not supported; build it with "
-                "keras_lottery.make_prunable instead."
-            )
-        variant = MASKED_VARIANTS.get(type(layer))
-        if variant is None or not layer.built:
-            continue
-        for attr in variant.prunable_attributes:
-            var = getattr(layer, attr)
-            found.append((var.path, np.asarray(var)))
-    return found
+    """``(variable path, value)`` of each weight matrix of ``model``, in weight order."""
+    return [(r.path, np.asarray(r.variable)) for r in discover(model) if r.is_matrix]
 
 
 def _name_weights(stats, stripped) -> dict[str, StoredWeight]:

@@ -1,0 +1,181 @@
+"""``MaskedModel``: any Keras 3 model plus one binary mask per pruned weight.
+
+Why a wrapper.  Rebuilding a model with mask-aware copies of its layers cannot
+reach what Keras builds from raw operations (``h + a``, slicing), layers that
+own sub-layers (attention, RNN cells, keras-hub blocks) or subclassed models
+whose ``call`` is Python code.  ``MaskedModel`` instead holds the user's model
+as it is -- same layers, same variables, no copy -- and owns the masks:
+
+* forward pass: while the wrapped model runs, every layer attribute that holds
+  a pruned weight (``Dense._kernel``, ``LSTMCell.recurrent_kernel``, ...)
+  shows ``weight * mask`` instead of the variable, so pruned weights take part
+  in no computation and receive exactly zero gradient;
+* storage: pruned weights are set to exactly 0 when a mask changes.  A weight
+  that is 0 and gets zero gradient stays 0 under SGD (with momentum), Adam,
+  AdamW, RMSprop, Adagrad and Lion, because their state for it stays 0 too
+  (every round starts from a fresh optimizer state).
+
+Masks are non-trainable boolean variables of the wrapper, so they are part of
+the training state on every backend (TensorFlow, JAX): changing a mask needs
+no retracing, and masks are saved in ``.keras`` / ``.weights.h5`` files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lottery.coverage import Coverage, WeightInfo, discover, output_paths
+
+_PACKAGE = "keras_lottery"
+
+
+class PrunableWeight:
+    """One pruned weight: its path, variable, owning layer and mask."""
+
+    def __init__(self, info: WeightInfo, mask: keras.Variable, is_output: bool):
+        self.info = info
+        self.mask = mask
+        self.is_output = is_output
+
+    name = property(lambda self: self.info.path, doc="The weight's (unique) variable path.")
+    kernel = property(lambda self: self.info.variable, doc="The weight variable.")
+    layer = property(lambda self: self.info.layer, doc="The layer that created the weight.")
+
+    def __repr__(self) -> str:
+        return f"PrunableWeight({self.name!r}, shape={tuple(self.kernel.shape)})"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MaskedModel(keras.Model):
+    """A Keras model with a pruning mask on each of its weight matrices.
+
+    Args:
+        model: any built Keras 3 model (Sequential, functional, subclassed,
+            keras-hub).  It is used in place, not copied: training the
+            ``MaskedModel`` trains ``model``'s variables.
+        include, exclude: which variables to prune, by path glob, compiled
+            regex or predicate (see :mod:`keras_lottery.coverage`).
+
+    Calling it calls ``model`` with the masks applied.  ``strip()`` returns
+    ``model`` with the pruned weights at zero.
+    """
+
+    def __init__(self, model: keras.Model, include=None, exclude=None, **kwargs):
+        kwargs.setdefault("name", f"masked_{model.name}")
+        kwargs["autocast"] = False  # each wrapped layer casts its own weights
+        super().__init__(**kwargs)
+        self.model = model
+        self._selection = (include, exclude)
+        rows = discover(model, include, exclude)
+        outputs = output_paths(model, rows)
+        self._rows = rows
+        self._weights = []
+        for i, info in enumerate(r for r in rows if r.pruned):
+            mask = self.add_weight(
+                name=f"mask_{i}",
+                shape=info.variable.shape,
+                initializer="ones",
+                dtype="bool",
+                trainable=False,
+            )
+            self._weights.append(PrunableWeight(info, mask, info.path in outputs))
+        if hasattr(model, "output_names"):
+            self.output_names = model.output_names
+        self.built = True
+
+    # -- the forward pass ------------------------------------------------
+    def call(self, inputs, training=None):
+        with self.masks_applied():
+            return self.model(inputs, training=training)
+
+    @contextlib.contextmanager
+    def masks_applied(self):
+        """Inside, every layer attribute holding a pruned weight shows ``weight * mask``."""
+        swapped = []
+        try:
+            for pw in self._weights:
+                var = pw.kernel
+                masked = ops.where(pw.mask.value, var.value, ops.zeros((), dtype=var.dtype))
+                for owner in pw.info.owners:
+                    layer = owner.layer
+                    value = masked
+                    if getattr(var, "_autocast", True) and getattr(layer, "autocast", False):
+                        if layer.compute_dtype != var.dtype:
+                            value = ops.cast(masked, layer.compute_dtype)
+                    swapped.append((layer, owner.attribute, layer.__dict__[owner.attribute]))
+                    object.__setattr__(layer, owner.attribute, value)
+            yield
+        finally:
+            for layer, attribute, original in reversed(swapped):
+                object.__setattr__(layer, attribute, original)
+
+    # -- masks ---------------------------------------------------------------
+    def prunable_weights(self) -> list[PrunableWeight]:
+        """The pruned weights, in the order of ``model.weights``."""
+        return list(self._weights)
+
+    def set_masks(self, masks: dict[str, np.ndarray]) -> None:
+        """Assign new masks by weight path and zero the newly pruned weights."""
+        for pw in self._weights:
+            if pw.name in masks:
+                pw.mask.assign(np.asarray(masks[pw.name]).astype(bool))
+        self.apply_masks()
+
+    def apply_masks(self) -> int:
+        """Set every pruned weight to exactly 0; returns how many were not 0."""
+        moved = 0
+        for pw in self._weights:
+            value = np.asarray(pw.kernel)
+            keep = np.asarray(pw.mask)
+            stray = int(np.count_nonzero(value[~keep]))
+            if stray:
+                moved += stray
+                pw.kernel.assign(np.where(keep, value, 0).astype(value.dtype))
+        return moved
+
+    def coverage(self) -> Coverage:
+        """The coverage table, with the current sparsity of each pruned weight."""
+        sparsity = {pw.name: 1.0 - float(np.asarray(pw.mask).mean()) for pw in self._weights}
+        return Coverage(self._rows, sparsity)
+
+    def strip(self) -> keras.Model:
+        """The wrapped model with pruned weights at exactly 0 (no masks, no wrapper)."""
+        self.apply_masks()
+        return self.model
+
+    # -- saving ----------------------------------------------------------
+    def get_config(self):
+        include, exclude = self._selection
+        for name, value in (("include", include), ("exclude", exclude)):
+            if value is not None and not _json_selector(value):
+                raise ValueError(
+                    f"A MaskedModel whose {name}= holds a regex or predicate cannot be saved "
+                    "to a .keras file: use glob strings, or save strip(model) instead."
+                )
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "include": include,
+            "exclude": exclude,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
+
+    def build(self, input_shape=None):  # built at construction (the wrapped model is)
+        self.built = True
+
+
+def _json_selector(value) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    )
