@@ -7,7 +7,9 @@ Commands are imported when used, and TensorFlow only when a command runs, so
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import sys
 
 import click
 
@@ -67,5 +69,30 @@ def cli(verbose: bool, debug: bool) -> None:
         os.environ["KERAS_LOTTERY_VERBOSE"] = "1"
 
 
+def main() -> None:
+    """The console entry point: run ``cli``, then exit without TensorFlow's teardown.
+
+    Once TensorFlow is loaded, interpreter shutdown can idle for many seconds
+    (its runtime threads are joined and its objects finalized one by one), after
+    every file is already written and closed.  So the process ends with
+    ``os._exit`` once output is flushed.
+    """
+    try:
+        cli(prog_name="keras-lottery")
+        code = 0
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    cli(prog_name="keras-lottery")
+    main()
