@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,8 @@ class RunCheckpoint:
         config: the search's options (compared on resume, cosmetic ones aside).
         fingerprint: from :func:`keras_lottery.fingerprint.fingerprint`; a
             ``run_dir`` holding another one is refused.
+        writable: ``False`` (a non-chief worker of a multi-worker search) reads
+            and resumes but never locks, writes or cleans ``run_dir``.
     """
 
     def __init__(
@@ -173,12 +176,16 @@ class RunCheckpoint:
         run_dir: str | os.PathLike,
         config: dict[str, Any],
         fingerprint: dict[str, Any] | None = None,
+        writable: bool = True,
     ):
         self.dir = Path(run_dir)
         self.config = config
         self.fingerprint = fingerprint
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = lock_run_dir(self.dir)
+        self.writable = writable
+        self._lock = None
+        if writable:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run_dir(self.dir)
 
     def close(self) -> None:
         """Release this object's hold on the lock."""
@@ -186,6 +193,10 @@ class RunCheckpoint:
 
     def save(self, round_: int, model, record: LotteryRecord, state: dict[str, list], rng) -> None:
         """Commit round ``round_``: its files, then the manifest, then remove the old ones."""
+        if not self.writable:  # saving runs collective ops: stay in step, keep nothing
+            with tempfile.TemporaryDirectory() as scratch:
+                model.save_weights(Path(scratch) / "model.weights.h5")
+            return
         sub = _round_dir(round_)
         folder = self.dir / sub
         if folder.exists():  # an uncommitted leftover of a crash
@@ -243,7 +254,8 @@ class RunCheckpoint:
         """
         manifest = read_manifest(self.dir)
         if manifest is None:
-            remove_leftovers(self.dir, keep=set())
+            if self.writable:
+                remove_leftovers(self.dir, keep=set())
             return None
         self._check_identity(manifest)
         for name, digest in manifest["files"].items():
@@ -255,7 +267,8 @@ class RunCheckpoint:
                 )
         r = int(manifest["completed_round"])
         sub = _round_dir(r)
-        remove_leftovers(self.dir, keep={sub})
+        if self.writable:
+            remove_leftovers(self.dir, keep={sub})
         model.load_weights(self.dir / sub / "model.weights.h5")
         rng.bit_generator.state = manifest["rng"]
         with np.load(self.dir / STATE_FILE) as f:
@@ -263,9 +276,11 @@ class RunCheckpoint:
             for key in sorted(f.files, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
                 state.setdefault(key.split("/")[0], []).append(f[key])
         record = LotteryRecord.load(self.dir / sub)
-        if not (self.dir / RECORD_COPY).exists() or (self.dir / RECORD_COPY).read_bytes() != (
-            self.dir / sub / "record.json"
-        ).read_bytes():  # a crash between the commit and the copy
+        if self.writable and (
+            not (self.dir / RECORD_COPY).exists()
+            or (self.dir / RECORD_COPY).read_bytes()
+            != (self.dir / sub / "record.json").read_bytes()
+        ):  # a crash between the commit and the copy
             copy = (self.dir / sub / "record.json").read_bytes()
             atomic_write(self.dir / RECORD_COPY, lambda f: f.write(copy))
         return r, record, state

@@ -272,7 +272,7 @@ class LocalProcesses:
                     finished += 1
                     if proc.returncode == 0:
                         echo(
-                            f"[{i}/{len(jobs)}] done in {time.perf_counter() - t0:.0f}s "
+                            f"[{i}/{len(jobs)}] done in {time.perf_counter() - t0:.1f}s "
                             f"{item.run_dir} ({finished}/{len(jobs)} finished)"
                         )
                     else:
@@ -478,7 +478,7 @@ class RayCluster:
                         reason = f"{type(e).__name__} after {self.max_retries} retries"
                     else:
                         echo(
-                            f"[{i}/{len(jobs)}] done in {info['seconds']:.0f}s on "
+                            f"[{i}/{len(jobs)}] done in {info['seconds']:.1f}s on "
                             f"{info['node']} {item.run_dir} ({finished}/{len(jobs)} finished)"
                         )
                         continue

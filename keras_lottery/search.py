@@ -41,6 +41,7 @@ from keras_lottery.callbacks import (
 from keras_lottery.checkpoint import RunCheckpoint
 from keras_lottery.convert import NotPrunableError, apply_masks, make_prunable, prunable_weights
 from keras_lottery.data import Dataset, check_finite, load_dataset, shuffled_batches
+from keras_lottery.distributed import is_chief
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.record import LotteryRecord, RoundRecord
 
@@ -217,7 +218,9 @@ def find_ticket(
     if run_dir is not None:
         splits = (train, validation_data, test_data)
         data_id = data_fingerprint(data, splits, data_version)
-        checkpoint = RunCheckpoint(run_dir, config, fingerprint(saved["theta0"], data_id, config))
+        checkpoint = RunCheckpoint(
+            run_dir, config, fingerprint(saved["theta0"], data_id, config), writable=is_chief()
+        )
     if checkpoint is not None:
         resumed = checkpoint.load(ticket, rng)
         if resumed is not None:

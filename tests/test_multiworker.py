@@ -1,0 +1,139 @@
+"""One find_ticket across two worker processes (tf.distribute.MultiWorkerMirroredStrategy).
+
+Two local workers (TF_CONFIG on free localhost ports) run this file as a
+script; each reports its masks as JSON.  They must equal a single-process run
+of the same global batch in every round, and only the chief may write its run
+directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = dict(rounds=2, rate=0.5, seed=0, verbose=0, epochs=2, batch_size=32, eval_every=5)
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(320, 12)).astype("float32")
+    return x, x[:, :3].argmax(1).astype("int64")
+
+
+def model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(24, activation="relu"), keras.layers.Dense(3)]
+    )
+    m.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return m
+
+
+def search(run_dir=None):
+    import keras_lottery as kl
+
+    x, y = data()
+    return kl.find_ticket(
+        model(), (x, y), validation_data=(x[:64], y[:64]), run_dir=run_dir, **OPTIONS
+    )
+
+
+def round_masks(ticket) -> list[dict[str, list]]:
+    return [{k: np.asarray(v).tolist() for k, v in r.masks.items()} for r in ticket.lottery.rounds]
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("multiworker")
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
+    procs = []
+    for index in range(2):
+        env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+            TF_CPP_MIN_LOG_LEVEL="3",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            KERAS_BACKEND="tensorflow",
+        )
+        cmd = [sys.executable, __file__, str(folder / f"run_{index}")]
+        procs.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    reports = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the two workers did not finish within 5 minutes")
+        assert proc.returncode == 0, err[-4000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    for index, report in enumerate(reports):
+        report["run_dir"] = folder / f"run_{index}"
+    return reports
+
+
+@pytest.mark.multiworker
+def test_two_workers_find_the_masks_of_one_process(workers):
+    assert [w["workers"] for w in workers] == [2, 2]
+    assert [w["chief"] for w in workers] == [True, False]
+    single = round_masks(search())
+    for w in workers:
+        assert len(w["masks"]) == len(single) == OPTIONS["rounds"] + 1
+        for r, (theirs, ours) in enumerate(zip(w["masks"], single)):
+            assert theirs.keys() == ours.keys()
+            for name in ours:
+                differ = int((np.array(theirs[name]) != np.array(ours[name])).sum())
+                assert differ == 0, f"round {r}, {name}: {differ} mask entries differ"
+
+
+@pytest.mark.multiworker
+def test_only_the_chief_writes_its_run_directory(workers):
+    chief, other = (w["run_dir"] for w in workers)
+    assert (chief / "checkpoint.json").is_file()
+    assert json.loads((chief / "checkpoint.json").read_text())["completed_round"] == 2
+    assert not other.exists() or not any(other.iterdir())
+
+
+def _worker(run_dir: str) -> dict:  # pragma: no cover - runs in the subprocesses
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    from keras_lottery.distributed import is_chief, patch_keras_multi_worker
+
+    patch_keras_multi_worker()
+    with strategy.scope():
+        ticket = search(run_dir)
+        chief = is_chief()
+    return {"workers": strategy.num_replicas_in_sync, "chief": chief, "masks": round_masks(ticket)}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(_worker(sys.argv[1])))
