@@ -46,13 +46,29 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray, loss=None) -> float:
 
 
 class Evaluator:
-    """Loss and accuracy of a model on fixed arrays, computed in batches."""
+    """Loss and accuracy of a model on fixed data, computed in batches.
+
+    A single-output model with one loss is scored from its predictions (the
+    loss without regularisation terms, and the classification accuracy).  A
+    model with several outputs or losses is scored by ``model.evaluate``: the
+    total compiled loss and the mean of its accuracy metrics (``nan`` if it
+    was compiled without one).
+    """
 
     def __init__(self, model: keras.Model, x, y, batch_size: int = 1000):
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
-        self.loss = resolve_loss(model)
+        single = not isinstance(model.loss, dict | list | tuple) and not isinstance(
+            y, dict | list | tuple
+        )
+        self.loss = resolve_loss(model) if single else None
 
     def __call__(self) -> tuple[float, float]:
+        if self.loss is None:
+            logs = self.model.evaluate(
+                self.x, self.y, batch_size=self.batch_size, verbose=0, return_dict=True
+            )
+            accs = [v for k, v in logs.items() if "acc" in k]
+            return float(logs["loss"]), float(np.mean(accs)) if accs else float("nan")
         y_pred = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
         return loss_value(self.loss, self.y, y_pred), accuracy(self.y, y_pred, self.loss)
 

@@ -45,6 +45,11 @@ def make_prunable(model: keras.Model, include=None, exclude=None) -> MaskedModel
             f"Model '{model.name}' is not built: give it an input shape "
             "(keras.Input(...), model.build(input_shape), or call it on a batch) first."
         )
+    if not model.weights:
+        raise NotPrunableError(
+            f"Model '{model.name}' has no weights: a layer-less model, or a subclassed model "
+            "marked built without creating its variables; call it on a batch of data first."
+        )
     masked = MaskedModel(model, include=include, exclude=exclude)
     if not masked.prunable_weights():
         reasons = sorted({REASONS[r.reason] for r in masked.coverage().rows if not r.pruned})

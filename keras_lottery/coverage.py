@@ -179,7 +179,7 @@ def discover(model: keras.Model, include=None, exclude=None) -> list[WeightInfo]
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
-    if not model.built or not model.weights:
+    if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built, so it has no weights yet: give it an input "
             "shape (keras.Input(...), model.build(input_shape), or call it on a batch) first."

@@ -52,30 +52,34 @@ def _images(x: np.ndarray) -> np.ndarray:
     return x.astype("float32")
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+def shuffled_batches(x, y, batch_size: int, seed: int):
     """An endless ``tf.data`` stream of batches: one shuffled pass after another.
 
-    Pass ``e`` is the stateless permutation for ``(seed, e)`` and a batch never
-    spans two passes, so every iterator of the dataset yields the same batches,
-    however many iterators Keras opens (it opens an extra one under
-    ``tf.distribute``).  Train on it with ``steps_per_epoch``.
+    ``x`` and ``y`` are arrays or nests of them (dicts, lists, tuples) with one
+    row per example.  Pass ``e`` is the stateless permutation for ``(seed, e)``
+    and a batch never spans two passes, so every iterator of the dataset yields
+    the same batches, however many iterators Keras opens (it opens an extra
+    one under ``tf.distribute``).  Train on it with ``steps_per_epoch``.
     """
+    import keras
     import tensorflow as tf
 
-    xs, ys = tf.constant(x), tf.constant(y)
+    # tf.data reads a list as one tensor to stack: lists of arrays become tuples.
+    xs = keras.tree.map_structure(tf.constant, keras.tree.lists_to_tuples(x))
+    ys = keras.tree.map_structure(tf.constant, keras.tree.lists_to_tuples(y))
+    n = len(keras.tree.flatten(x)[0])
 
     def one_pass(epoch):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(x), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-    return (
-        tf.data.Dataset.counter()
-        .flat_map(one_pass)
-        .map(lambda idx: (tf.gather(xs, idx), tf.gather(ys, idx)))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    def gather(idx):
+        pick = lambda t: tf.gather(t, idx)  # noqa: E731
+        return keras.tree.map_structure(pick, xs), keras.tree.map_structure(pick, ys)
+
+    return tf.data.Dataset.counter().flat_map(one_pass).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def load_mnist_5k(test_size: int = 1000) -> Dataset:

@@ -13,10 +13,12 @@ The controls of the paper are branches of steps 3 and 4 (``strategy``).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lottery import pruning
+from keras_lottery import pruning, structure
 from keras_lottery.callbacks import (
     DivergenceGuard,
     EvaluationCurve,
@@ -35,11 +37,10 @@ from keras_lottery.callbacks import (
     chance_accuracy,
     check_divergence,
     current_iteration,
-    loss_value,
-    resolve_loss,
 )
 from keras_lottery.checkpoint import RunCheckpoint
-from keras_lottery.convert import NotPrunableError, apply_masks, make_prunable, prunable_weights
+from keras_lottery.convert import NotPrunableError, make_prunable, sparsity
+from keras_lottery.coverage import REASONS
 from keras_lottery.data import Dataset, check_finite, load_dataset, shuffled_batches
 from keras_lottery.distributed import is_chief
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
@@ -59,6 +60,8 @@ def find_ticket(
     rate: float = 0.2,
     output_rate: float | None = None,
     layer_rates: Mapping[str, float] | None = None,
+    include: Any = None,
+    exclude: Any = None,
     target_sparsity: float | None = None,
     one_shot: bool = False,
     scope: str = "layerwise",
@@ -85,23 +88,31 @@ def find_ticket(
 ) -> keras.Model:
     """Find a winning ticket in ``model`` and return it trained.
 
-    ``model`` must be a compiled Sequential or functional Keras 3 model; it is
-    not modified.  (A subclassed model built from ``keras_lottery.layers.Masked*``
-    layers cannot be copied and is pruned in place.)  A mask-aware copy (same
-    weights = θ0) is trained, pruned
-    and rewound ``rounds`` times, then trained once more; that final sparse
-    model is returned, with the search's :class:`LotteryRecord` as
-    ``result.lottery``.
+    ``model`` is any compiled Keras 3 model (Sequential, functional,
+    subclassed, keras-hub); its weights are θ0.  It is wrapped with masks
+    (:func:`~keras_lottery.make_prunable`) and trained *in place*, like
+    ``fit`` does: pass ``keras.models.clone_model(model)`` to keep it.  The
+    wrapped model is trained, pruned and rewound ``rounds`` times, then trained
+    once more; that final sparse model is returned (a
+    :class:`~keras_lottery.MaskedModel`), with the search's
+    :class:`LotteryRecord` as ``result.lottery``.
 
     Args:
-        data: ``(x, y)`` arrays, a batched ``tf.data.Dataset`` of ``(x, y)``, a
+        data: ``(x, y)`` arrays (``x``/``y`` may be dicts, lists or tuples of
+            arrays for several inputs/outputs), a batched ``tf.data.Dataset`` of
+            such ``(x, y)``, a ``keras.utils.PyDataset``, a
             :class:`~keras_lottery.data.Dataset`, or a dataset name/path for
             :func:`~keras_lottery.data.load_dataset` (its test split becomes
             ``test_data``).  ``None`` uses the embedded offline MNIST sample.
         rounds: number of prunings (n).  Final sparsity is ``1 - (1-rate)**n``.
         rate: fraction of the *remaining* weights pruned per round (paper: 0.2).
         output_rate: rate of the output layer; default ``rate / 2`` (paper).
-        layer_rates: per-layer rates by layer name, overriding the two above.
+        layer_rates: rates overriding the two above, keyed by a weight's path
+            (``"dense_1/kernel"``), a glob over paths (``"*attention*"``) or the
+            name of the layer that holds the weight.
+        include, exclude: which weights to prune (default: every trainable
+            weight matrix); globs over variable paths, compiled regexes or
+            predicates (see :func:`keras_lottery.coverage`).
         target_sparsity: instead of ``rate``, prune ``1-(1-target)**(1/n)`` per
             round so the (non-output) layers end at this sparsity.
         one_shot: prune to the final sparsity in a single round (paper's one-shot).
@@ -147,6 +158,7 @@ def find_ticket(
         for k, v in locals().items()
         if k not in ("model", "data", "validation_data", "test_data", "callbacks", "fit_kwargs")
     }
+    config["include"], config["exclude"] = _describe_selector(include), _describe_selector(exclude)
     config["run_dir"] = None if run_dir is None else str(run_dir)
     config["data"] = data if isinstance(data, str) or data is None else type(data).__name__
     if gradual is not None:
@@ -169,15 +181,17 @@ def find_ticket(
         data, validation_data, validation_split, test_data, data_dir
     )
     check_finite(train, steps)
-    ticket = make_prunable(model)
+    _build(model, train)
+    ticket = make_prunable(model, include=include, exclude=exclude)
     if ticket is not model:
         ticket.compile_from_config(model.get_compile_config())
     train = _check_data(ticket, train, "training data")
     validation_data = validation_data and _check_data(ticket, validation_data, "validation data")
     test_data = test_data and _check_data(ticket, test_data, "test data")
 
-    weights = prunable_weights(ticket)
-    rates = _layer_rates(weights, rate, output_rate, layer_rates, scope)
+    weights = ticket.prunable_weights()
+    rates = _layer_rates(ticket, rate, output_rate, layer_rates, scope)
+    _warn_dense(ticket)
     if strategy == "finetune" and not _constant_lr(ticket.optimizer):
         raise ValueError(
             "strategy='finetune' scales the learning rate, which needs a constant "
@@ -193,7 +207,8 @@ def find_ticket(
 
     # 1. θ0: the user's weights, and the optimizer's initial state.
     ticket.optimizer.build(ticket.trainable_variables)
-    state = [v for v in ticket.weights if not any(v is w.mask for w in weights)]
+    rows = ticket.coverage().rows  # every weight of the model, once, with a unique path
+    state = [row.variable for row in rows]
     saved = {
         "theta0": [np.array(v) for v in state],
         "optimizer0": [np.array(v) for v in ticket.optimizer.variables],
@@ -242,14 +257,12 @@ def find_ticket(
                 rng,
                 keep_current=gradual is not None,
             )
-            for w in weights:
-                w.mask.assign(new_masks[w.name])
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer.
             _reset(ticket, state, strategy, saved["rewind"], seed, r)
             _restore_optimizer(
                 ticket.optimizer, saved["optimizer0"], rewind_to, strategy, finetune_lr_scale
             )
-            apply_masks(ticket)
+            ticket.set_masks(new_masks)  # and pruned weights to exactly 0
         # 2. Train the network, arriving at θj.
         if seed is not None:
             keras.utils.set_random_seed(seed + r)  # same stream whether resumed or not
@@ -265,7 +278,7 @@ def find_ticket(
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={rewind_to} was never reached in round 0.")
             saved["rewind"] = snapshot.values
-        record.rewind_weights = {v.path: val for v, val in zip(state, saved["rewind"])}
+        record.rewind_weights = {row.path: val for row, val in zip(rows, saved["rewind"])}
         if checkpoint is not None:
             checkpoint.save(r, ticket, record, saved, rng)
     if checkpoint is not None:
@@ -340,28 +353,78 @@ def _constant_lr(optimizer) -> bool:
     return not isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
 
 
-def _layer_rates(weights, rate, output_rate, layer_rates, scope) -> dict[str, float]:
-    """Rate per prunable kernel: ``rate``, half of it for the output layer, overrides."""
+def _layer_rates(ticket, rate, output_rate, layer_rates, scope) -> dict[str, float]:
+    """Rate per pruned weight: ``rate``, half of it for the output layer, overrides.
+
+    ``layer_rates`` keys match a weight's path exactly, as a glob, or by the
+    name of the layer holding it; a key that matches nothing is an error.
+    """
+    weights = ticket.prunable_weights()
     layer_rates = dict(layer_rates or {})
-    names = {w.layer.name for w in weights}
-    unknown = set(layer_rates) - names
+    matched = {key: [w for w in weights if _rate_key_matches(key, w)] for key in layer_rates}
+    unknown = [k for k, hits in matched.items() if not hits]
     if unknown:
         raise ValueError(
-            f"layer_rates names unknown layers {sorted(unknown)}; "
-            f"prunable layers are {sorted(names)}."
+            f"layer_rates names {unknown}, which match no pruned weight: use a weight "
+            "path, a glob over paths or a layer name; the pruned weights are "
+            f"{[w.name for w in weights]} (keras_lottery.coverage(model) lists all)."
         )
     if scope == "global":
         return {w.name: rate for w in weights}
-    output_layer = weights[-1].layer
     out = {}
     for w in weights:
-        if w.layer.name in layer_rates:
-            out[w.name] = layer_rates[w.layer.name]
-        elif w.layer is output_layer:
-            out[w.name] = output_rate if output_rate is not None else rate / 2
-        else:
-            out[w.name] = rate
+        out[w.name] = output_rate if output_rate is not None and w.is_output else rate
+        if w.is_output and output_rate is None:
+            out[w.name] = rate / 2
+        for key, hits in matched.items():  # later keys win, as in a dict update
+            if w in hits:
+                out[w.name] = layer_rates[key]
     return out
+
+
+def _rate_key_matches(key: str, w) -> bool:
+    return key == w.name or fnmatch.fnmatchcase(w.name, key) or key == w.layer.name
+
+
+def _warn_dense(ticket) -> None:
+    """Say once which weight matrices the search leaves dense, and why."""
+    dense = ticket.coverage().dense_matrices
+    if dense:
+        listed = "; ".join(f"{r.path} ({REASONS[r.reason]})" for r in dense)
+        warnings.warn(
+            f"find_ticket leaves {len(dense)} weight matri{'x' if len(dense) == 1 else 'ces'} "
+            f"of model '{ticket.model.name}' dense: {listed}. "
+            "keras_lottery.coverage(model) prints the full table.",
+            stacklevel=3,
+        )
+
+
+def _describe_selector(selector) -> Any:
+    """A JSON-ready form of include/exclude for the run's configuration."""
+    if selector is None or isinstance(selector, str):
+        return selector
+    items = [selector] if not isinstance(selector, list | tuple) else list(selector)
+    return [
+        s
+        if isinstance(s, str)
+        else f"re:{s.pattern}"
+        if hasattr(s, "pattern")
+        else f"callable:{getattr(s, '__qualname__', type(s).__name__)}"
+        for s in items
+    ]
+
+
+def _build(model, train) -> None:
+    """Build a subclassed model that has no variables yet by calling it on one example."""
+    if not isinstance(model, keras.Model) or (model.built and model.weights):
+        return
+    if isinstance(train, tf.data.Dataset):
+        x = next(iter(train.take(1)))[0]
+    elif isinstance(train, keras.utils.PyDataset):
+        x = train[0][0]
+    else:
+        x = structure.take(train[0], slice(0, 1))
+    model(x, training=False)
 
 
 # -- data -------------------------------------------------------------------
@@ -373,83 +436,107 @@ def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
     if isinstance(data, Dataset):
         test_data = test_data or (data.x_test, data.y_test)
         data = (data.x_train, data.y_train)
-    if isinstance(data, tf.data.Dataset):
+    if isinstance(data, tf.data.Dataset | keras.utils.PyDataset):
         if validation_split is not None:
             raise ValueError(
-                "validation_split needs (x, y) arrays; pass validation_data with a tf.data.Dataset."
+                "validation_split needs (x, y) arrays; pass validation_data with a "
+                f"{type(data).__name__}."
             )
         return data, validation_data, test_data
     if not (isinstance(data, tuple | list) and len(data) == 2):
         raise TypeError(
-            "data must be (x, y) arrays, a tf.data.Dataset, a keras_lottery.data.Dataset "
-            f"or a dataset name; got {type(data).__name__}."
+            "data must be (x, y) arrays (x and y may be dicts/lists of arrays), a "
+            "tf.data.Dataset, a keras.utils.PyDataset, a keras_lottery.data.Dataset or a "
+            f"dataset name; got {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, tuple | list) else "")
+            + "."
         )
-    x, y = np.asarray(data[0]), np.asarray(data[1])
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
+    x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
+    n = structure.num_examples(x, y)
     if validation_split:
-        n_val = int(round(len(x) * validation_split))
-        validation_data = (x[-n_val:], y[-n_val:])
-        x, y = x[:-n_val], y[:-n_val]
+        n_val = int(round(n * validation_split))
+        validation_data = (
+            structure.take(x, slice(n - n_val, n)),
+            structure.take(y, slice(n - n_val, n)),
+        )
+        x, y = structure.take(x, slice(0, n - n_val)), structure.take(y, slice(0, n - n_val))
     return (x, y), validation_data, test_data
 
 
 def _check_data(model, data, what):
-    """Validate shapes, values and labels against the model; reshape flat images."""
+    """Validate structure, shapes, values and labels against the model (before training)."""
     if isinstance(data, tf.data.Dataset):
-        x, y = next(iter(data.take(1)))
-        _check_arrays(model, np.asarray(x), np.asarray(y), what)
+        batch = next(iter(data.take(1)))
+        if not (isinstance(batch, tuple | list) and len(batch) in (2, 3)):
+            raise ValueError(
+                f"The {what} (a tf.data.Dataset) must yield (x, y) or (x, y, sample_weight) "
+                f"batches; it yields {type(batch).__name__}."
+            )
+        x, y = keras.tree.map_structure(np.asarray, tuple(batch[:2]))
+        _check_arrays(model, structure.check_structure(model, x, what), y, what)
         return data
-    x, y = np.asarray(data[0]), np.asarray(data[1])
-    x = _fit_shape(model, x, what)
+    if isinstance(data, keras.utils.PyDataset):
+        batch = data[0]
+        if not (isinstance(batch, tuple | list) and len(batch) in (2, 3)):
+            raise ValueError(
+                f"The {what} (a PyDataset) must return (x, y) or (x, y, sample_weight) "
+                f"batches; its first batch is a {type(batch).__name__}."
+            )
+        x, y = keras.tree.map_structure(np.asarray, tuple(batch[:2]))
+        _check_arrays(model, structure.check_structure(model, x, what), y, what)
+        return data
+    x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
+    structure.num_examples(x, y)
+    x = structure.check_structure(model, x, what)
     _check_arrays(model, x, y, what)
     return x, y
 
 
-def _fit_shape(model, x, what):
-    if not getattr(model, "inputs", None):  # subclassed model: no declared input
-        return x
-    expected = tuple(model.inputs[0].shape[1:])
-    got = x.shape[1:]
-    if len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got)):
-        return x
-    if None not in expected and math.prod(expected) == math.prod(got):
-        return x.reshape((len(x), *expected))
-    raise ValueError(
-        f"The {what} has examples of shape {got}, but model '{model.name}' expects "
-        f"inputs of shape {expected}. Reshape the data or change the model's Input."
-    )
-
-
 def _check_arrays(model, x, y, what):
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise ValueError(f"The {what} contains NaN or inf values; clean or impute it first.")
-    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
-        raise ValueError(f"The {what} labels contain NaN or inf values.")
+    for name, tree in (("", x), (" labels", y)):
+        for leaf in structure.leaves(tree):
+            if np.issubdtype(leaf.dtype, np.floating) and not np.isfinite(leaf).all():
+                raise ValueError(f"The {what}{name} contain NaN or inf values; clean them first.")
+    x4, y4 = structure.take(x, slice(0, 4)), structure.take(y, slice(0, 4))
     try:
-        y_pred = model(_fit_shape(model, x[:4], what), training=False)
+        y_pred = model(x4, training=False)
     except ValueError:
         raise
     except Exception as e:
-        raise ValueError(f"The model cannot run on the {what} (shape {x.shape[1:]}): {e}") from e
+        shapes = keras.tree.map_structure(lambda a: tuple(a.shape[1:]), x)
+        raise ValueError(f"The model cannot run on the {what} (shapes {shapes}): {e}") from e
+    structure.check_outputs(model, y, y_pred, what)
+    if not isinstance(y_pred, dict | list | tuple):
+        _check_labels(model, y, y_pred, what)
+    try:
+        value = model.compute_loss(x=x4, y=y4, y_pred=y_pred, training=False)
+    except Exception as e:
+        shapes = keras.tree.map_structure(lambda a: (tuple(a.shape[1:]), str(a.dtype)), y)
+        outs = keras.tree.map_structure(lambda a: tuple(a.shape[1:]), y_pred)
+        raise ValueError(
+            f"The {what} labels (shape, dtype {shapes}) do not fit the model's loss "
+            f"{_loss_name(model)!r} with outputs of shape {outs}: {e}"
+        ) from e
+    if not np.isfinite(float(np.asarray(value))):
+        raise ValueError(f"The loss on the {what} is not finite; check labels and loss.")
+
+
+def _loss_name(model) -> str:
+    loss = model.loss
+    return loss if isinstance(loss, str) else type(loss).__name__
+
+
+def _check_labels(model, y, y_pred, what):
+    """Sparse categorical labels within the number of outputs."""
     n_out = y_pred.shape[-1]
-    loss = model.loss if isinstance(model.loss, str) else type(model.loss).__name__
-    loss_name = str(getattr(model.loss, "name", loss)).lower()
+    loss_name = str(getattr(model.loss, "name", _loss_name(model))).lower()
+    y = np.asarray(y)
     if "sparse" in loss_name and np.issubdtype(y.dtype, np.integer):
         if y.min() < 0 or y.max() >= n_out:
             raise ValueError(
                 f"The {what} labels range over [{y.min()}, {y.max()}], but the model has "
                 f"{n_out} outputs: sparse categorical labels must be in [0, {n_out - 1}]."
             )
-    try:
-        value = loss_value(resolve_loss(model), y[:4], y_pred)
-    except Exception as e:
-        raise ValueError(
-            f"The {what} labels (shape {y.shape[1:]}, dtype {y.dtype}) do not fit the "
-            f"model's loss {loss!r} with outputs of shape {tuple(y_pred.shape[1:])}: {e}"
-        ) from e
-    if not np.isfinite(float(value)):
-        raise ValueError(f"The loss on the {what} is not finite; check labels and loss.")
 
 
 def _total_steps(train, epochs, steps, batch_size):
@@ -458,7 +545,10 @@ def _total_steps(train, epochs, steps, batch_size):
     if isinstance(train, tf.data.Dataset):
         n = int(train.cardinality())
         return n * epochs if n > 0 else None
-    return math.ceil(len(train[0]) / batch_size) * epochs
+    if isinstance(train, keras.utils.PyDataset):
+        n = train.num_batches
+        return n * epochs if n else None
+    return math.ceil(structure.num_examples(*train) / batch_size) * epochs
 
 
 # -- training -----------------------------------------------------------
@@ -487,9 +577,11 @@ class _Training:
     def create(cls, train, *, epochs, steps, batch_size, seed, eval_every, **settings):
         if isinstance(train, tf.data.Dataset):
             data, epoch_steps = (train.repeat() if steps is not None else train), None
+        elif isinstance(train, keras.utils.PyDataset):
+            data, epoch_steps = train, None
         else:
             data = shuffled_batches(*train, batch_size, seed)
-            epoch_steps = math.ceil(len(train[0]) / batch_size)
+            epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
         if steps is not None:  # fit in chunks of eval_every, stopped at exactly `steps`
             per_epoch = min(steps, eval_every or steps)
             epoch_steps, epochs = per_epoch, math.ceil(steps / per_epoch)
@@ -521,14 +613,20 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
         **fit_kwargs,
     )
     seconds = time.perf_counter() - t0
-    apply_masks(ticket)  # belt and braces: e.g. EMA weights swapped in at the end
-
-    masks = {w.name: np.array(w.mask) for w in prunable_weights(ticket)}
-    sizes = sum(m.size for m in masks.values())
+    moved = ticket.apply_masks()
+    if moved:
+        warnings.warn(
+            f"Round {r}: {moved} pruned weights were not 0 after training and were set back "
+            "to 0. Pruned weights get zero gradient, so only an optimizer that changes "
+            "weights without gradients (EMA weights, custom updates) moves them.",
+            stacklevel=2,
+        )
+    masks = {w.name: np.array(w.mask) for w in ticket.prunable_weights()}
+    every = sparsity(ticket)
     rec = RoundRecord(
         round=r,
-        sparsity=1.0 - sum(float(m.sum()) for m in masks.values()) / sizes,
-        layer_sparsity={n: 1.0 - float(m.mean()) for n, m in masks.items()},
+        sparsity=every.pop("overall"),
+        layer_sparsity=every,
         iterations=current_iteration(ticket) - start_iter,
         seconds=seconds,
         masks=masks,
@@ -620,10 +718,10 @@ def _gradual_callback(gradual, scope):
     return gradual if isinstance(gradual, GradualPruning) else GradualPruning(gradual, scope=scope)
 
 
-def _reseeded_clone(seed: int | None):
-    """A clone function whose layers draw new initial values.
+def _reseeded(config: Any, seed: int | None) -> Any:
+    """``config`` with every initializer ``seed`` replaced by a new one.
 
-    Initializers built with a fixed ``seed`` (as Keras applications and our zoo
+    Initializers built with a fixed seed (as Keras applications and our zoo
     do) would redraw θ0 exactly; each gets a new seed (``None``: unseeded).
     """
     counter = iter(range(1, 1 << 30))
@@ -640,12 +738,33 @@ def _reseeded_clone(seed: int | None):
             return [reseed(v) for v in obj]
         return obj
 
-    def clone(layer):
-        if isinstance(layer, keras.layers.InputLayer):
-            return layer
-        return type(layer).from_config(reseed(layer.get_config()))
+    return reseed(config)
 
-    return clone
+
+def _fresh_values(model: keras.Model, seed: int | None) -> list[np.ndarray]:
+    """New initial values for every weight of ``model`` (the reinit control).
+
+    The model is rebuilt from its config with reseeded initializers, which
+    works for every model Keras can save (functional graphs with raw
+    operations, subclassed models with ``get_config``, keras-hub).
+    """
+    try:
+        fresh = type(model).from_config(_reseeded(model.get_config(), seed))
+        if not fresh.built or not fresh.weights:
+            fresh.build_from_config(model.get_build_config())
+    except Exception as e:
+        raise NotPrunableError(
+            f"strategy='reinit' rebuilds model '{model.name}' from its config to draw new "
+            f"initial weights, which failed ({type(e).__name__}: {e}). Give the model's "
+            "class a get_config()/from_config() (and a build()) so Keras can re-create it."
+        ) from e
+    ours, theirs = model.weights, fresh.weights
+    if [tuple(v.shape) for v in ours] != [tuple(v.shape) for v in theirs]:
+        raise NotPrunableError(
+            f"strategy='reinit': model '{model.name}' rebuilt from its config has other "
+            "weights than the original; its get_config() does not describe it fully."
+        )
+    return [np.array(v) for v in theirs]
 
 
 def _reset(ticket, state, strategy, rewind_values, seed, r):
@@ -656,14 +775,8 @@ def _reset(ticket, state, strategy, rewind_values, seed, r):
         round_seed = None if seed is None else seed + 7919 * (r + 1)
         if round_seed is not None:
             keras.utils.set_random_seed(round_seed)
-        fresh = keras.models.clone_model(
-            ticket, clone_function=_reseeded_clone(round_seed), recursive=True
-        )
-        masks = {id(w.mask) for w in prunable_weights(ticket)}
-        fresh_masks = {id(w.mask) for w in prunable_weights(fresh)}
-        values = [np.array(v) for v in fresh.weights if id(v) not in fresh_masks]
-        assert len(values) == len([v for v in ticket.weights if id(v) not in masks])
-        rewind_values = values
+        rewind_values = _fresh_values(ticket.model, round_seed)
+        assert len(rewind_values) == len(state)
     for var, value in zip(state, rewind_values):
         var.assign(value)
 
