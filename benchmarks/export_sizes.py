@@ -34,9 +34,9 @@ RUNS = [
     ("tflite", {}, "tflite (fp32)"),
     ("tflite", {"sparse": False}, "tflite (fp32), sparse=False"),
     ("tflite-float16", {}, "tflite-float16"),
-    ("tflite-int8", {}, "tflite-int8"),
+    ("tflite-int8", {"sparse": True}, "tflite-int8"),
     ("tflite-int8", {"sparse": False}, "tflite-int8, sparse=False"),
-    ("tflite-int8-full", {}, "tflite-int8-full"),
+    ("tflite-int8-full", {"sparse": True}, "tflite-int8-full"),
 ]
 
 

@@ -34,7 +34,12 @@ from .errors import user_errors
     help="Test examples of the run's dataset to verify the export on (0: random inputs).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def export(run_dir, format_, output, name, verify_size, overwrite):
+@click.option(
+    "--rnn",
+    type=click.Choice(["unroll"]),
+    help="TFLite: convert recurrent layers (LSTM, GRU...) unrolled (fixed sequence length).",
+)
+def export(run_dir, format_, output, name, verify_size, overwrite, rnn):
     """Export the ticket of the finished run RUN_DIR (its ticket.keras).
 
     The export is loaded back and compared with the Keras model on the run's
@@ -50,6 +55,7 @@ def export(run_dir, format_, output, name, verify_size, overwrite):
             name=name,
             verify_size=verify_size,
             overwrite=overwrite,
+            rnn=rnn,
         )
         click.echo(report.summary())
         if Path(f"{report.path}.sha256").is_file():

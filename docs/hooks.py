@@ -39,8 +39,10 @@ _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 
 def public_modules() -> list[str]:
-    """Names of the package's public modules (files not starting with '_')."""
-    return sorted(p.stem for p in (ROOT / PACKAGE).glob("*.py") if not p.stem.startswith("_"))
+    """Names of the package's public modules (files or sub-packages not starting with '_')."""
+    files = [p.stem for p in (ROOT / PACKAGE).glob("*.py")]
+    packages = [p.parent.name for p in (ROOT / PACKAGE).glob("*/__init__.py")]
+    return sorted(m for m in files + packages if not m.startswith("_"))
 
 
 def _first_line(doc: str | None) -> str:
@@ -51,12 +53,20 @@ def _first_line(doc: str | None) -> str:
 def _docstring(module: str, name: str | None) -> str:
     """First paragraph of a module's or a top-level def/class's docstring, read statically."""
     path = ROOT / PACKAGE / f"{module}.py"
+    if not path.exists():  # a sub-package
+        path = ROOT / PACKAGE / module / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
     if name is None:
         return _first_line(ast.get_docstring(tree))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
             return _first_line(ast.get_docstring(node))
+    for node in tree.body:  # a sub-package re-exporting the name from one of its modules
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{PACKAGE}."):
+            if any(alias.name == name for alias in node.names):
+                inner = node.module.split(".", 1)[1].replace(".", "/")
+                if inner != module:
+                    return _docstring(inner, name)
     return ""
 
 

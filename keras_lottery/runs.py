@@ -641,6 +641,7 @@ def export_run(
     name: str | None = None,
     verify_size: int = 1000,
     overwrite: bool = False,
+    rnn: str | None = None,
 ):
     """Export a finished run's ticket with :func:`keras_lottery.export.export`.
 
@@ -681,6 +682,7 @@ def export_run(
         representative_data=representative,
         verify_data=verify,
         overwrite=overwrite,
+        rnn=rnn,
     )
     out = Path(report.path)
     if out.is_file():  # a checksum beside it, in `sha256sum -c` format

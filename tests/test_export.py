@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,8 @@ from keras_lottery.export import FORMATS, ExportError
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST.exists(), reason=f"real MNIST not found at {MNIST}")
-export_module = sys.modules["keras_lottery.export"]  # kl.export is the function
+atomic_module = sys.modules["keras_lottery.export.atomic"]
+litert_module = sys.modules["keras_lottery.export.litert"]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +45,11 @@ def _lenet(name="lenet"):
 
 
 def _prune_by_magnitude(model, sparsity):
+    masks = {}
     for pw in kl.prunable_weights(model):
         kernel = np.abs(np.asarray(pw.kernel))
-        pw.mask.assign((kernel > np.quantile(kernel, sparsity)).astype("float32"))
-    kl.apply_masks(model)
+        masks[pw.name] = kernel > np.quantile(kernel, sparsity)
+    model.set_masks(masks)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +98,12 @@ def _stored_zeros(path):
     return zeros, size
 
 
+def _w(report, suffix):
+    """The stored weight whose variable path ends with ``suffix`` (paths start with the model)."""
+    (key,) = [k for k in report.layers if k == suffix or k.endswith("/" + suffix)]
+    return report.layers[key]
+
+
 def _contents(folder):
     return sorted(p.name for p in Path(folder).iterdir())
 
@@ -111,7 +120,7 @@ def test_tflite_float32_is_sparse_and_matches_keras(ticket, digits, tmp_path):
     assert report.bytes == report.path.stat().st_size
     assert report.params == 266_610 and report.dense_bytes == 4 * 266_610
     assert report.bytes < 0.2 * report.dense_bytes  # sparse storage, not dense float32
-    assert set(report.layers) == {"fc1/kernel", "fc2/kernel", "out/kernel"}
+    assert set(report.layers) == {f"lenet/{n}/kernel" for n in ("fc1", "fc2", "out")}
     for stored in report.layers.values():
         assert stored.encoding == "sparse" and stored.sparsity >= 0.9
     assert report.sparsity >= 0.9 and report.prunable == 266_200
@@ -160,9 +169,14 @@ def test_int8_runs_in_litert_and_keeps_accuracy(ticket, digits, tmp_path):
     x, y = digits
     report = kl.export(ticket, tmp_path / "lenet.int8.tflite", "tflite-int8", verify_data=(x, y))
     assert abs(report.exported_accuracy - report.keras_accuracy) <= 0.005
-    assert report.bytes < report.dense_bytes / 8
-    assert report.layers["fc1/kernel"].dtype == "int8"
-    assert report.layers["fc1/kernel"].sparsity >= 0.9
+    # sparse="auto": the smaller of sparse and dense storage, gzipped, is kept.
+    sizes = dict(re.findall(r"(sparse|dense) ([\d,]+) B", report.storage))
+    sizes = {k: int(v.replace(",", "")) for k, v in sizes.items()}
+    assert set(sizes) == {"sparse", "dense"}
+    assert report.gzipped_bytes == min(sizes.values()) < report.dense_bytes / 8
+    assert report.storage.startswith(min(sizes, key=sizes.get))
+    assert _w(report, "fc1/kernel").dtype == "int8"
+    assert _w(report, "fc1/kernel").sparsity >= 0.9
     # The report names the settings that ran it; run it again with those.
     resolver = OpResolverType[report.interpreter["op_resolver"]]
     outputs = _run_tflite(report.path, x, resolver)
@@ -235,7 +249,7 @@ def test_default_folder_and_find_ticket_result(mnist, tmp_path, monkeypatch):
     report = kl.export(found)
     assert report.path == Path("saved_models/tiny/tiny.tflite")
     assert (tmp_path / "saved_models" / "tiny" / "tiny.tflite").is_file()
-    assert report.layers["fc1/kernel"].sparsity == pytest.approx(0.9, abs=1e-3)
+    assert _w(report, "fc1/kernel").sparsity == pytest.approx(0.9, abs=1e-3)
     assert report.samples == 32  # random inputs of the model's input shape
     renamed = kl.export(found, format="keras", name="my ticket")
     assert renamed.path == Path("saved_models/my_ticket/my_ticket.keras")
@@ -290,8 +304,8 @@ def test_read_only_folder(small, tmp_path, monkeypatch):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        if export_module.os.access(locked, export_module.os.W_OK):  # root ignores modes
-            monkeypatch.setattr(export_module.os, "access", lambda *a, **k: False)
+        if atomic_module.os.access(locked, atomic_module.os.W_OK):  # root ignores modes
+            monkeypatch.setattr(atomic_module.os, "access", lambda *a, **k: False)
         with pytest.raises(PermissionError, match="not writable"):
             kl.export(small, locked / "m.tflite")
     finally:
@@ -304,23 +318,33 @@ def test_plain_keras_model_exports(tmp_path):
     report = kl.export(model, tmp_path / "plain.keras", "keras")
     loaded = keras.models.load_model(report.path)
     assert [type(layer) for layer in loaded.layers] == [keras.layers.Dense]
-    assert report.layers["d/kernel"].sparsity == 0.0 and report.max_abs_diff == 0.0
+    assert _w(report, "d/kernel").sparsity == 0.0 and report.max_abs_diff == 0.0
 
 
-def test_subclassed_model(tmp_path):
+def test_subclassed_model_without_build_config_needs_verify_data(tmp_path):
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
-            self.dense = keras.layers.Dense(3)
+            self.dense = keras.layers.Dense(3, name="d")
 
         def call(self, x):
             return self.dense(x)
 
     model = Net()
-    model(np.zeros((1, 4), "float32"))
-    with pytest.raises(kl.NotPrunableError, match="subclassed"):
-        kl.export(model, tmp_path / "m.tflite")
-    assert _contents(tmp_path) == []
+    model(np.zeros((1, 4), "float32"))  # build config: input shape (1, 4)
+    masked = kl.make_prunable(model)
+    _prune_by_magnitude(masked, 0.5)
+    report = kl.export(masked, tmp_path / "m.tflite")
+    assert report.samples == 32 and report.max_abs_diff <= 1e-6
+    assert _w(report, "d/kernel").sparsity == 0.5
+
+    model.get_build_config = lambda: None  # a model that does not say its inputs
+    with pytest.raises(ValueError, match="does not say what inputs.*verify_data="):
+        kl.export(masked, tmp_path / "n.tflite")
+    x = np.random.default_rng(0).random((5, 4), dtype=np.float32)
+    report = kl.export(masked, tmp_path / "n.tflite", verify_data=x)
+    assert report.samples == 5 and report.max_abs_diff <= 1e-6
+    assert _contents(tmp_path) == ["m.tflite", "n.tflite"]
 
 
 def test_unbuilt_model(tmp_path):
@@ -362,7 +386,7 @@ def test_file_that_does_not_run_is_not_written(small, tmp_path, monkeypatch):
     def broken(path, resolver=None):
         raise RuntimeError("Node number 3 (FULLY_CONNECTED) failed to prepare.")
 
-    monkeypatch.setattr(export_module, "_interpreter", broken)
+    monkeypatch.setattr(litert_module, "interpreter", broken)
     with pytest.raises(ExportError, match="does not run.*AUTO.*BUILTIN_WITHOUT_DEFAULT"):
         kl.export(small, tmp_path / "m.tflite")
     assert _contents(tmp_path) == []
