@@ -52,8 +52,9 @@ def search(run_dir=None):
     )
 
 
-def round_masks(ticket) -> list[dict[str, list]]:
-    return [{k: np.asarray(v).tolist() for k, v in r.masks.items()} for r in ticket.lottery.rounds]
+def round_masks(ticket) -> list[list[list]]:
+    """Each round's masks, in layer order (names carry a per-process counter)."""
+    return [[np.asarray(v).tolist() for v in r.masks.values()] for r in ticket.lottery.rounds]
 
 
 def free_ports(n: int) -> list[int]:
@@ -108,10 +109,10 @@ def test_two_workers_find_the_masks_of_one_process(workers):
     for w in workers:
         assert len(w["masks"]) == len(single) == OPTIONS["rounds"] + 1
         for r, (theirs, ours) in enumerate(zip(w["masks"], single)):
-            assert theirs.keys() == ours.keys()
-            for name in ours:
-                differ = int((np.array(theirs[name]) != np.array(ours[name])).sum())
-                assert differ == 0, f"round {r}, {name}: {differ} mask entries differ"
+            assert len(theirs) == len(ours) == 2
+            for i, (a, b) in enumerate(zip(theirs, ours)):
+                differ = int((np.array(a) != np.array(b)).sum())
+                assert differ == 0, f"round {r}, layer {i}: {differ} mask entries differ"
 
 
 @pytest.mark.multiworker
@@ -120,6 +121,48 @@ def test_only_the_chief_writes_its_run_directory(workers):
     assert (chief / "checkpoint.json").is_file()
     assert json.loads((chief / "checkpoint.json").read_text())["completed_round"] == 2
     assert not other.exists() or not any(other.iterdir())
+
+
+def test_is_chief_follows_tensorflows_convention():
+    from types import SimpleNamespace
+
+    from keras_lottery.distributed import is_chief
+
+    def strategy(task_type, task_id, cluster):
+        spec = SimpleNamespace(as_dict=lambda: cluster)
+        resolver = SimpleNamespace(task_type=task_type, task_id=task_id, cluster_spec=lambda: spec)
+        return SimpleNamespace(cluster_resolver=resolver)
+
+    workers = {"worker": ["a:1", "b:2"]}
+    with_chief = {"chief": ["c:3"], **workers}
+    assert is_chief()  # no strategy: this process is its own chief
+    assert is_chief(strategy("worker", 0, workers))
+    assert not is_chief(strategy("worker", 1, workers))
+    assert not is_chief(strategy("worker", 0, with_chief))
+    assert is_chief(strategy("chief", 0, with_chief))
+    assert not is_chief(strategy("evaluator", 0, with_chief))
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_a_non_chief_resumes_from_the_run_directory_and_never_writes(tmp_path, monkeypatch):
+    import keras_lottery.search
+
+    chief = search(tmp_path / "run")
+    before = _files(tmp_path / "run")
+    monkeypatch.setattr(keras_lottery.search, "is_chief", lambda: False)
+    resumed = search(tmp_path / "run")  # every round is checkpointed: nothing to train
+    assert round_masks(resumed) == round_masks(chief)
+    assert _files(tmp_path / "run") == before
+    fresh = search(tmp_path / "other")  # trains every round, writes nothing
+    assert round_masks(fresh) == round_masks(chief)
+    assert not (tmp_path / "other").exists()
 
 
 def _worker(run_dir: str) -> dict:  # pragma: no cover - runs in the subprocesses
