@@ -7,8 +7,6 @@ TFLite file run in LiteRT by its signature).
 
 from __future__ import annotations
 
-import os
-
 import keras
 import matrix
 import numpy as np
@@ -148,33 +146,3 @@ def test_export_on_this_backend(tmp_path):
     assert ("subprocess" in report.route) == (backend != "tensorflow")
     for path, mask in masks.items():
         assert report.layers[path].nonzero <= int(mask.sum())
-
-
-@pytest.mark.slow
-def test_jax_backend_in_a_subprocess(tmp_path):
-    """The backends test above, run with KERAS_BACKEND=jax (as CI's JAX invocation does)."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("jax")
-    here = os.path.dirname(os.path.abspath(__file__))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-m",
-            "backends",
-            f"{here}/test_export_models.py::test_export_on_this_backend",
-        ],
-        env={**os.environ, "KERAS_BACKEND": "jax"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=os.path.dirname(here),
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "1 passed" in done.stdout
