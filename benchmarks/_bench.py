@@ -111,9 +111,9 @@ def prune_randomly(model, sparsity: float, seed: int = 0):
     import keras_lottery as kl
 
     rng = np.random.default_rng(seed)
-    for pw in kl.prunable_weights(model):
-        pw.mask.assign((rng.random(pw.mask.shape) >= sparsity).astype("float32"))
-    kl.apply_masks(model)
+    model.set_masks(
+        {pw.name: rng.random(pw.mask.shape) >= sparsity for pw in kl.prunable_weights(model)}
+    )
     return model
 
 

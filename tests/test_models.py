@@ -158,3 +158,69 @@ def test_controls_act_per_weight(name, strategy):
             assert not np.array_equal(value[mask], theta0[pw.name][mask]), pw.name
         else:  # survivors keep their θ0 values at the new positions
             np.testing.assert_array_equal(value[mask], theta0[pw.name][mask])
+
+
+def _no_weight_matrix():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization()])
+    model.compile("adam", "mse")
+    return model, (np.zeros((8, 4), "float32"), np.zeros((8, 4), "float32"))
+
+
+BAD_INPUT = {
+    "nothing prunable": (_no_weight_matrix, {}, kl.NotPrunableError, "nothing to prune"),
+    "include matches nothing": (
+        lambda: _model_and_data("transformer_block"),
+        {"include": "*conv*"},
+        ValueError,
+        "match no variable",
+    ),
+    "layer_rates unknown path": (
+        lambda: _model_and_data("transformer_block"),
+        {"layer_rates": {"decoder/*": 0.3}},
+        ValueError,
+        "match no pruned weight",
+    ),
+    "x dict with a wrong key": (
+        lambda: (
+            build("two_in_two_out")[0],
+            ({"image": np.zeros((8, 8, 8, 1)), "metadata": np.zeros((8, 4))}, np.zeros(8)),
+        ),
+        {},
+        ValueError,
+        r"missing \['meta'\].*unknown \['metadata'\]",
+    ),
+    "two inputs, one array": (
+        lambda: (build("shared_layer")[0], (np.zeros((8, 6)), np.zeros(8))),
+        {},
+        ValueError,
+        r"takes 2 inputs \['a', 'b'\]",
+    ),
+    "y list for dict outputs": (
+        lambda: (
+            build("two_in_two_out")[0],
+            (build("two_in_two_out")[1], [np.zeros(48), np.zeros((48, 1))]),
+        ),
+        {},
+        ValueError,
+        "returns a dict of outputs",
+    ),
+    "x and y lengths differ": (
+        lambda: (build("shared_layer")[0], ([np.zeros((8, 6)), np.zeros((7, 6))], np.zeros(8))),
+        {},
+        ValueError,
+        r"x\[1\] has 7",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_refused_before_training(case, tmp_path):
+    make, options, error, message = BAD_INPUT[case]
+    model, data = make()
+    run_dir = tmp_path / "run"
+    before = [np.array(w) for w in model.weights]
+    with pytest.raises(error, match=message):
+        kl.find_ticket(model, data, rounds=1, steps=1, run_dir=run_dir, verbose=0, **options)
+    assert not run_dir.exists()  # nothing written ...
+    for a, b in zip(before, model.weights):  # ... and nothing trained
+        np.testing.assert_array_equal(a, np.asarray(b))
