@@ -23,9 +23,10 @@ def make_prunable(model: keras.Model, include=None, exclude=None) -> MaskedModel
     result, or let :func:`keras_lottery.find_ticket` do it.
 
     Args:
-        include, exclude: variable selectors (glob over variable paths, compiled
-            regex, predicate, or a list of these); see
-            :func:`keras_lottery.coverage`.
+        include: variables to prune instead of every weight matrix: a glob over
+            variable paths, a compiled regex, a predicate, or a list of these
+            (see :func:`keras_lottery.coverage`).
+        exclude: variables not to prune, selected the same way.
 
     Raises:
         NotPrunableError: the model is not built or has no weight to prune.

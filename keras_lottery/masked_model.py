@@ -57,8 +57,9 @@ class MaskedModel(keras.Model):
         model: any built Keras 3 model (Sequential, functional, subclassed,
             keras-hub).  It is used in place, not copied: training the
             ``MaskedModel`` trains ``model``'s variables.
-        include, exclude: which variables to prune, by path glob, compiled
-            regex or predicate (see :mod:`keras_lottery.coverage`).
+        include: variables to prune instead of every weight matrix, by path
+            glob, compiled regex or predicate (see :mod:`keras_lottery.coverage`).
+        exclude: variables not to prune, selected the same way.
 
     Calling it calls ``model`` with the masks applied.  ``strip()`` returns
     ``model`` with the pruned weights at zero.
