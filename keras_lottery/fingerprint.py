@@ -7,7 +7,9 @@ A fingerprint has three parts, each a short string:
   by name, of its file list, sizes and modification times; for a ``tf.data``
   pipeline, the name/version the caller gives (``data_version``), else ``None``
   (it cannot be fingerprinted; :func:`data_fingerprint` warns);
-* ``options``: SHA-256 of the search's options (canonical JSON).
+* ``options``: SHA-256 of the search's options (canonical JSON), leaving out
+  those that do not change the result (:data:`IGNORED_OPTIONS`), so a run
+  directory can be moved and resumed with another verbosity.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: Options that locate or display a search without changing its result.
+IGNORED_OPTIONS = ("verbose", "run_dir", "data_dir")
 
 
 def _update(h, array: Any) -> None:
@@ -48,9 +53,7 @@ def folder_digest(folder: str | os.PathLike) -> str:
     return "files:" + h.hexdigest()[:16]
 
 
-def data_fingerprint(
-    data: Any, splits: Iterable[Any], version: str | None = None
-) -> str | None:
+def data_fingerprint(data: Any, splits: Iterable[Any], version: str | None = None) -> str | None:
     """Fingerprint of a search's data.
 
     Args:
@@ -79,8 +82,9 @@ def data_fingerprint(
 
 
 def options_digest(options: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``options``."""
-    text = json.dumps(options, sort_keys=True, default=str, separators=(",", ":"))
+    """SHA-256 of the canonical JSON of ``options`` (:data:`IGNORED_OPTIONS` left out)."""
+    kept = {k: v for k, v in options.items() if k not in IGNORED_OPTIONS}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
