@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 MODELS = ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "xor")
-STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune")
+STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
 SCOPES = ("layerwise", "global")
 GRANULARITIES = ("weight", "unit")
 UNIT_CRITERIA = ("input", "output", "product")

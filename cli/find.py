@@ -90,7 +90,8 @@ RUN_OPTIONS = [
         type=_choice(STRATEGIES),
         default=D["strategy"],
         show_default=True,
-        help="rewind = lottery ticket; the others are the paper's controls.",
+        help="rewind = lottery ticket; lr_rewind keeps the trained weights and replays the "
+        "learning-rate schedule (Renda et al.); the others are the paper's controls.",
     ),
     click.option(
         "--rewind-to",

@@ -17,6 +17,7 @@ from keras_lottery.convert import (
 )
 from keras_lottery.coverage import Coverage, coverage
 from keras_lottery.data import Dataset, load_dataset
+from keras_lottery.early_bird import EarlyBird
 from keras_lottery.export import ExportReport, export
 from keras_lottery.masked_model import MaskedModel, PrunableWeight
 from keras_lottery.record import LotteryRecord, RoundRecord
@@ -27,6 +28,7 @@ __version__ = importlib.metadata.version("keras-lottery")
 __all__ = [
     "Coverage",
     "Dataset",
+    "EarlyBird",
     "ExportReport",
     "LotteryRecord",
     "MaskedModel",

@@ -21,6 +21,9 @@ class RoundRecord:
     loss (Frankle & Carbin's convergence measure); the ``early_stop_*``
     accuracies are measured at that iteration.  ``curve`` holds every
     evaluation point as ``{"iteration", "val_loss", "val_accuracy"[, "test_*"]}``.
+    With ``early_bird``, ``early_bird_iteration`` is where a pruning round
+    stopped (``None``: it trained its full length) and ``mask_distances`` the
+    checks as ``{"iteration", "distance"}``.
     """
 
     round: int
@@ -39,6 +42,8 @@ class RoundRecord:
     early_stop_val_accuracy: float | None = None
     early_stop_test_accuracy: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
+    early_bird_iteration: int | None = None
+    mask_distances: list[dict[str, float]] = field(default_factory=list)
     masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property

@@ -43,11 +43,12 @@ from keras_lottery.convert import NotPrunableError, make_prunable, sparsity
 from keras_lottery.coverage import REASONS
 from keras_lottery.data import Dataset, check_finite, load_dataset, shuffled_batches
 from keras_lottery.distributed import is_chief
+from keras_lottery.early_bird import EarlyBird, EarlyBirdStop
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.record import LotteryRecord, RoundRecord
 
 #: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
-STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune")
+STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
 SCOPES = ("layerwise", "global")
 GRANULARITIES = ("weight", "unit")
 
@@ -70,6 +71,7 @@ def find_ticket(
     granularity: str = "weight",
     unit_criterion: str = "product",
     gradual: Any = None,
+    early_bird: bool | EarlyBird | None = None,
     epochs: int = 1,
     steps: int | None = None,
     batch_size: int = 60,
@@ -122,7 +124,10 @@ def find_ticket(
             (same count per layer at random positions, θ0 values),
             ``"random_prune"`` (random masks, same sparsity), ``"continue"``
             (Han et al.: keep the trained weights), ``"finetune"`` (keep them and
-            retrain at ``finetune_lr_scale`` times the learning rate).
+            retrain at ``finetune_lr_scale`` times the learning rate),
+            ``"lr_rewind"`` (Renda et al. 2020: keep the trained survivors, fresh
+            optimizer, replay the learning-rate schedule from iteration 0, or
+            from k with ``rewind_to=k``).
         rewind_to: ``"init"`` (θ0) or an iteration k (late rewinding, Frankle et
             al. 2019): survivors are reset to their values after k iterations
             of the first round.
@@ -134,6 +139,11 @@ def find_ticket(
             that prunes *during* the first round's training; the survivors are
             then reset by ``strategy`` and retrained with the masks frozen
             ("gradual magnitude pruning + rewind").  Needs ``rounds=1``.
+        early_bird: ``True`` or an :class:`~keras_lottery.EarlyBird`: stop each
+            pruning round's training once the mask pruning would produce has
+            settled (You et al. 2020); the final ticket trains for the full
+            length.  Each round's record holds ``early_bird_iteration`` and
+            ``mask_distances``.
         epochs, steps: training length of every round (``steps`` wins if given).
         validation_data, validation_split: for the evaluation curve and the
             early-stopping iteration (minimum validation loss).
@@ -168,6 +178,13 @@ def find_ticket(
                 "gradual pruning happens inside the first round: use it with rounds=1, "
                 "one_shot=False and a strategy other than 'random_prune'."
             )
+    eb = EarlyBird.of(early_bird)
+    config["early_bird"] = None if eb is None else eb.to_config()
+    if eb is not None and (strategy == "random_prune" or gradual is not None):
+        raise ValueError(
+            "early_bird watches the magnitude mask during training: it cannot be combined "
+            "with strategy='random_prune' or gradual pruning."
+        )
     _check_options(config)
     _check_compiled(model)
     if target_sparsity is not None:
@@ -272,7 +289,16 @@ def find_ticket(
         round_callbacks = [DivergenceGuard(r), *list(callbacks or [])]
         if r == 0 and gradual is not None:
             round_callbacks.insert(0, _gradual_callback(gradual, scope))
-        record.rounds.append(_train(ticket, training, r, snapshot, round_callbacks))
+        early = None
+        if eb is not None and r < n_prunes:  # the final ticket trains for the full length
+            total = _total_steps(train, epochs, steps, batch_size)
+            early = _early_bird_callback(eb, weights, rates, r, config, total)
+            round_callbacks.append(early)
+        round_record = _train(ticket, training, r, snapshot, round_callbacks)
+        if early is not None:
+            round_record.early_bird_iteration = early.stopped_at
+            round_record.mask_distances = early.distances
+        record.rounds.append(round_record)
         check_divergence(record.rounds, chance_accuracy(ticket))
         if snapshot is not None:
             if snapshot.values is None:
@@ -690,6 +716,23 @@ def _next_masks(
     return masks
 
 
+def _early_bird_callback(eb, weights, rates, r, c, total) -> EarlyBirdStop:
+    """Watch the mask round ``r``'s pruning would make (magnitude rule, before any control).
+
+    Checked every ``eb.check_every`` iterations, by default 20 times per round
+    of ``total`` iterations (each epoch if ``total`` is unknown).
+    """
+    next_round = c["rounds"] if c["one_shot"] else r + 1
+
+    def predict():
+        args = (c["scope"], "rewind", c["granularity"], c["unit_criterion"], None)
+        return _next_masks(weights, rates, next_round, *args)
+
+    alive = {w.name: np.array(w.mask) for w in weights}
+    every = eb.check_every or (None if total is None else max(1, total // 20))
+    return EarlyBirdStop(eb, predict, alive, every)
+
+
 def _unit_masks(weights, trained, current, rates, target_round, criterion):
     if not all(isinstance(w.layer, keras.layers.Dense) and w.kernel.ndim == 2 for w in weights):
         raise NotPrunableError(
@@ -769,7 +812,7 @@ def _fresh_values(model: keras.Model, seed: int | None) -> list[np.ndarray]:
 
 def _reset(ticket, state, strategy, rewind_values, seed, r):
     """Step 4: set the (non-mask) weights for the next round."""
-    if strategy in ("continue", "finetune"):
+    if strategy in ("continue", "finetune", "lr_rewind"):
         return  # keep training the trained weights (Han et al.)
     if strategy == "reinit":
         round_seed = None if seed is None else seed + 7919 * (r + 1)
@@ -784,7 +827,7 @@ def _reset(ticket, state, strategy, rewind_values, seed, r):
 def _restore_optimizer(optimizer, initial, rewind_to, strategy, lr_scale):
     for var, value in zip(optimizer.variables, initial):
         var.assign(value)
-    if isinstance(rewind_to, int) and strategy == "rewind":
+    if isinstance(rewind_to, int) and strategy in ("rewind", "lr_rewind"):
         optimizer.iterations.assign(rewind_to)
     if strategy == "finetune":
         optimizer.learning_rate = float(np.asarray(optimizer.learning_rate)) * lr_scale
