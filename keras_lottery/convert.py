@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_lottery.coverage import REASONS
+from keras_lottery.coverage import REASONS, coverage
 from keras_lottery.masked_model import MaskedModel, PrunableWeight
 
 
@@ -80,20 +80,14 @@ def sparsity(model: keras.Model) -> dict[str, float]:
     with the sparsity of an exported file.  For a mask-aware model a pruned
     weight's entry is its mask's sparsity.
     """
-    from keras_lottery.coverage import discover
-
     masks = {pw.name: np.asarray(pw.mask) for pw in prunable_weights(model)}
-    inner = model.model if isinstance(model, MaskedModel) else model
     out, zeros, total = {}, 0, 0
-    for row in discover(inner) if not isinstance(model, MaskedModel) else model._rows:
+    for row in coverage(model).rows:
         if not row.is_matrix:
             continue
-        if row.path in masks:
-            n_zero = int(masks[row.path].size - np.count_nonzero(masks[row.path]))
-            size = masks[row.path].size
-        else:
-            value = np.asarray(row.variable)
-            n_zero, size = int(value.size - np.count_nonzero(value)), value.size
+        nonzero = masks[row.path] if row.path in masks else np.asarray(row.variable)
+        size = nonzero.size
+        n_zero = size - int(np.count_nonzero(nonzero))
         out[row.path] = n_zero / size
         zeros += n_zero
         total += size

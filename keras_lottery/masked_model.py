@@ -74,7 +74,7 @@ class MaskedModel(keras.Model):
         rows = discover(model, include, exclude)
         outputs = output_paths(model, rows)
         self._rows = rows
-        self._weights = []
+        self._pruned = []
         for i, info in enumerate(r for r in rows if r.pruned):
             mask = self.add_weight(
                 name=f"mask_{i}",
@@ -83,7 +83,7 @@ class MaskedModel(keras.Model):
                 dtype="bool",
                 trainable=False,
             )
-            self._weights.append(PrunableWeight(info, mask, info.path in outputs))
+            self._pruned.append(PrunableWeight(info, mask, info.path in outputs))
         if hasattr(model, "output_names"):
             self.output_names = model.output_names
         self.built = True
@@ -98,7 +98,7 @@ class MaskedModel(keras.Model):
         """Inside, every layer attribute holding a pruned weight shows ``weight * mask``."""
         swapped = []
         try:
-            for pw in self._weights:
+            for pw in self._pruned:
                 var = pw.kernel
                 masked = ops.where(pw.mask.value, var.value, ops.zeros((), dtype=var.dtype))
                 for owner in pw.info.owners:
@@ -117,11 +117,11 @@ class MaskedModel(keras.Model):
     # -- masks ---------------------------------------------------------------
     def prunable_weights(self) -> list[PrunableWeight]:
         """The pruned weights, in the order of ``model.weights``."""
-        return list(self._weights)
+        return list(self._pruned)
 
     def set_masks(self, masks: dict[str, np.ndarray]) -> None:
         """Assign new masks by weight path and zero the newly pruned weights."""
-        for pw in self._weights:
+        for pw in self._pruned:
             if pw.name in masks:
                 pw.mask.assign(np.asarray(masks[pw.name]).astype(bool))
         self.apply_masks()
@@ -129,7 +129,7 @@ class MaskedModel(keras.Model):
     def apply_masks(self) -> int:
         """Set every pruned weight to exactly 0; returns how many were not 0."""
         moved = 0
-        for pw in self._weights:
+        for pw in self._pruned:
             value = np.asarray(pw.kernel)
             keep = np.asarray(pw.mask)
             stray = int(np.count_nonzero(value[~keep]))
@@ -140,7 +140,7 @@ class MaskedModel(keras.Model):
 
     def coverage(self) -> Coverage:
         """The coverage table, with the current sparsity of each pruned weight."""
-        sparsity = {pw.name: 1.0 - float(np.asarray(pw.mask).mean()) for pw in self._weights}
+        sparsity = {pw.name: 1.0 - float(np.asarray(pw.mask).mean()) for pw in self._pruned}
         return Coverage(self._rows, sparsity)
 
     def strip(self) -> keras.Model:
