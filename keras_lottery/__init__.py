@@ -7,6 +7,14 @@
 import importlib.metadata
 
 from keras_lottery import zoo
+from keras_lottery.analysis import (
+    Instability,
+    RewindScan,
+    connectivity,
+    instability,
+    stable_rewind_point,
+    weight_movement,
+)
 from keras_lottery.convert import (
     NotPrunableError,
     apply_masks,
@@ -30,20 +38,26 @@ __all__ = [
     "Dataset",
     "EarlyBird",
     "ExportReport",
+    "Instability",
     "LotteryRecord",
     "MaskedModel",
     "NotPrunableError",
     "PrunableWeight",
+    "RewindScan",
     "RoundRecord",
     "STRATEGIES",
     "apply_masks",
+    "connectivity",
     "coverage",
     "export",
     "find_ticket",
+    "instability",
     "zoo",
     "load_dataset",
     "make_prunable",
     "prunable_weights",
     "sparsity",
+    "stable_rewind_point",
     "strip",
+    "weight_movement",
 ]
