@@ -15,6 +15,12 @@ from keras_lottery.analysis import (
     stable_rewind_point,
     weight_movement,
 )
+from keras_lottery.compact import (
+    CompactionError,
+    CompactionReport,
+    compact,
+    effective_sparsity,
+)
 from keras_lottery.convert import (
     NotPrunableError,
     apply_masks,
@@ -34,6 +40,8 @@ from keras_lottery.search import STRATEGIES, find_ticket
 __version__ = importlib.metadata.version("keras-lottery")
 
 __all__ = [
+    "CompactionError",
+    "CompactionReport",
     "Coverage",
     "Dataset",
     "EarlyBird",
@@ -47,8 +55,10 @@ __all__ = [
     "RoundRecord",
     "STRATEGIES",
     "apply_masks",
+    "compact",
     "connectivity",
     "coverage",
+    "effective_sparsity",
     "export",
     "find_ticket",
     "instability",

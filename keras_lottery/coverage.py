@@ -82,6 +82,8 @@ class Coverage:
 
     rows: list[WeightInfo]
     sparsity: dict[str, float] = field(default_factory=dict)
+    #: effective sparsity per weight path and ``"overall"`` (see keras_lottery.compact)
+    effective: dict[str, float] | None = None
 
     @property
     def pruned(self) -> list[WeightInfo]:
@@ -107,6 +109,11 @@ class Coverage:
                 "pruned": r.pruned,
                 "reason": "" if r.pruned else REASONS[r.reason],
                 **({"sparsity": self.sparsity[r.path]} if r.path in self.sparsity else {}),
+                **(
+                    {"effective_sparsity": self.effective[r.path]}
+                    if self.effective and r.path in self.effective
+                    else {}
+                ),
             }
             for r in self.rows
         ]
@@ -116,6 +123,8 @@ class Coverage:
         lines = []
         for d in self.to_dicts():
             status = f"{d['sparsity']:.1%}" if "sparsity" in d else ""
+            if "effective_sparsity" in d:
+                status += f" (effective {d['effective_sparsity']:.1%})"
             lines.append(
                 (
                     d["path"],
@@ -133,6 +142,11 @@ class Coverage:
             f"{len(self.pruned)} pruned variables cover {self.fraction_covered():.1%} of the "
             f"weight-matrix parameters; {len(self.dense_matrices)} weight matrices stay dense."
         )
+        if self.effective:
+            out.append(
+                f"Effective sparsity {self.effective['overall']:.1%}: weights on no path of "
+                "surviving weights from input to output count as pruned."
+            )
         return "\n".join(out)
 
     __repr__ = __str__
@@ -147,7 +161,11 @@ def coverage(model: keras.Model, include=None, exclude=None) -> Coverage:
     from keras_lottery.masked_model import MaskedModel
 
     if isinstance(model, MaskedModel):
-        return model.coverage()
+        from keras_lottery.compact import effective_sparsity_or_none
+
+        table = model.coverage()
+        table.effective = effective_sparsity_or_none(model)
+        return table
     return Coverage(discover(model, include, exclude))
 
 

@@ -41,6 +41,8 @@ class RoundRecord:
     early_stop_val_loss: float | None = None
     early_stop_val_accuracy: float | None = None
     early_stop_test_accuracy: float | None = None
+    #: sparsity counting the weights that cannot influence the output (None: not a chain)
+    effective_sparsity: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     early_bird_iteration: int | None = None
     mask_distances: list[dict[str, float]] = field(default_factory=list)

@@ -39,6 +39,7 @@ from keras_lottery.callbacks import (
     current_iteration,
 )
 from keras_lottery.checkpoint import RunCheckpoint
+from keras_lottery.compact import effective_sparsity_or_none
 from keras_lottery.convert import NotPrunableError, make_prunable, sparsity
 from keras_lottery.coverage import REASONS
 from keras_lottery.data import Dataset, check_finite, load_dataset, shuffled_batches
@@ -657,6 +658,8 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
         seconds=seconds,
         masks=masks,
     )
+    effective = effective_sparsity_or_none(ticket)
+    rec.effective_sparsity = None if effective is None else effective["overall"]
     logs = {k: v[-1] for k, v in history.history.items()}
     rec.train_loss = _metric(logs, "loss")
     rec.train_accuracy = _metric(logs, "acc")
