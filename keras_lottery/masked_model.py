@@ -120,11 +120,33 @@ class MaskedModel(keras.Model):
         return list(self._pruned)
 
     def set_masks(self, masks: dict[str, np.ndarray]) -> None:
-        """Assign new masks by weight path and zero the newly pruned weights."""
+        """Assign new masks by weight path and zero the newly pruned weights.
+
+        If the model's optimizer is built, its per-weight state (momentum,
+        moments) at newly pruned positions is zeroed too, so a mask changed in
+        the middle of training (gradual pruning) stays exactly 0 in storage.
+        """
         for pw in self._pruned:
             if pw.name in masks:
                 pw.mask.assign(np.asarray(masks[pw.name]).astype(bool))
         self.apply_masks()
+        self._clear_optimizer_state()
+
+    def _clear_optimizer_state(self) -> None:
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None or not optimizer.built:
+            return
+        for pw in self._pruned:
+            keep = np.asarray(pw.mask)
+            if keep.all():
+                continue
+            # Keras names a slot "<weight path with _>_<slot name>" (add_variable_from_reference).
+            prefix = pw.kernel.path.replace("/", "_") + "_"
+            for slot in optimizer.variables:
+                if slot.name.startswith(prefix) and tuple(slot.shape) == keep.shape:
+                    value = np.asarray(slot)
+                    if np.any(value[~keep]):
+                        slot.assign(np.where(keep, value, 0).astype(value.dtype))
 
     def apply_masks(self) -> int:
         """Set every pruned weight to exactly 0; returns how many were not 0."""

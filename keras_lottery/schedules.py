@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import pruning
-from keras_lottery.convert import NotPrunableError, apply_masks, prunable_weights
+from keras_lottery.convert import NotPrunableError, prunable_weights
 
 _LEGACY = "TF_USE_LEGACY_KERAS"
 _SCHEDULE_NAMES = ("IterativeSchedule", "TargetSchedule", "OneShotSchedule", "FrozenSchedule")
@@ -307,9 +307,7 @@ class GradualPruning(keras.callbacks.Callback):
         else:
             keep = {n: _keep(m.size, sparsity) for n, m in masks.items()}
             new = pruning.magnitude_layerwise(kernels, masks, keep)
-        for w in self._weights:
-            w.mask.assign(new[w.name])
-        apply_masks(self.model)
+        self.model.set_masks(new)  # zeros the pruned weights and their optimizer state
 
 
 def _keep(size: int, sparsity: float) -> int:

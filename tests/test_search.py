@@ -282,7 +282,7 @@ def _bad(**kw):
         (_bad(rate=1.0), "rate must be in"),
         (_bad(rate=0.0), "rate must be in"),
         (_bad(target_sparsity=1.0), "target_sparsity must be in"),
-        (_bad(layer_rates={"nope": 0.5}), "unknown layers"),
+        (_bad(layer_rates={"nope": 0.5}), "match no pruned weight"),
         (_bad(strategy="magic"), "Unknown strategy"),
         (_bad(scope="local"), "Unknown scope"),
         (_bad(rewind_to=-3), "rewind_to must be"),
