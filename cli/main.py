@@ -21,6 +21,7 @@ COMMANDS = {
     "report": ("report", "report", "Summarize run directories: tables and plots."),
     "export": ("export", "export", "Export the ticket of a finished run."),
     "list": ("listing", "list_runs", "List runs and how far each got."),
+    "stability": ("stability", "stability", "Instability of two copies from iteration k; a plot."),
 }
 
 

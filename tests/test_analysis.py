@@ -83,3 +83,19 @@ def test_weight_movement_and_connectivity_on_known_masks():
     assert rows[0]["units_dead"] == 2 and rows[0]["inputs_unused"] == 1
     assert rows[0]["in_per_unit_min"] == 0 and rows[0]["in_per_unit_max"] == 3
     assert "units_dead" not in rows[1] and rows[1]["in_per_unit_mean"] == 2.0
+
+
+def test_cli_stability_prints_each_k_and_writes_the_plot(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_lottery_cli.main import cli
+
+    out = tmp_path / "stability.png"
+    args = ["stability", "--steps", "20", "--rewind-to", "0", "--rewind-to", "5"]
+    result = CliRunner().invoke(cli, [*args, "--points", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rewind_to=0: instability" in result.output and "rewind_to=5" in result.output
+    assert "earliest stable k" in result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(cli, ["stability", "--steps", "5", "--rewind-to", "5"])
+    assert bad.exit_code != 0 and "steps" in bad.output
