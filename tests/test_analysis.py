@@ -87,7 +87,6 @@ def test_weight_movement_and_connectivity_on_known_masks():
 
 def test_cli_stability_prints_each_k_and_writes_the_plot(tmp_path):
     from click.testing import CliRunner
-
     from keras_lottery_cli.main import cli
 
     out = tmp_path / "stability.png"
