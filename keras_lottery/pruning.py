@@ -105,3 +105,54 @@ def unit_masks(
         new[i] = new[i] * kept_units[None, :]
         new[i + 1] = new[i + 1] * kept_units[:, None]
     return new
+
+
+FILTER_CRITERIA = ("input", "l1", "l2", "output", "product")
+
+
+def filter_scores(
+    kernel: np.ndarray, mask: np.ndarray, axis: int, criterion: str, outgoing=None
+) -> np.ndarray:
+    """Score the units of one kernel along ``axis`` (Dense columns, conv filters).
+
+    ``"input"``/``"l1"``: L1 norm of a unit's surviving weights; ``"l2"``: their
+    L2 norm; ``"output"``: L1 norm of its outgoing weights (``outgoing``);
+    ``"product"``: input L1 times outgoing L1.
+    """
+    w = np.moveaxis(np.abs(kernel * mask), axis, -1).reshape(-1, kernel.shape[axis])
+    l1 = w.sum(axis=0)
+    if criterion in ("input", "l1"):
+        return l1
+    if criterion == "l2":
+        return np.sqrt((w**2).sum(axis=0))
+    if outgoing is None:
+        raise ValueError(
+            f"unit_criterion={criterion!r} needs the next layer's weights of each unit, "
+            "which this layer has not (not followed by a Dense/Conv layer in weight "
+            "order); use unit_criterion='l1' or 'l2' (filter magnitude)."
+        )
+    return outgoing if criterion == "output" else l1 * outgoing
+
+
+def keep_units(mask: np.ndarray, axis: int, scores: np.ndarray, k: int) -> np.ndarray:
+    """A 0/1 vector over units keeping the ``k`` best-scored units still alive."""
+    alive = np.moveaxis(mask, axis, -1).reshape(-1, mask.shape[axis]).any(axis=0)
+    return _top_k(scores, alive.astype(mask.dtype), k)
+
+
+def n_m_mask(weights: np.ndarray, mask: np.ndarray, n: int, m: int) -> np.ndarray:
+    """N:M sparsity along the input axis (``-2``): of each ``m`` consecutive inputs
+    of an output, keep the ``n`` largest surviving ``|w|`` (TFMOT's ``sparsity_m_by_n``).
+    """
+    w = np.moveaxis(np.abs(weights) * (mask > 0), -2, -1)  # (..., out, in)
+    lead, fan_in = w.shape[:-1], w.shape[-1]
+    groups = -(-fan_in // m)
+    padded = np.full((*lead, groups * m), -np.inf)
+    padded[..., :fan_in] = np.where(np.moveaxis(mask, -2, -1) > 0, w, -np.inf)
+    padded = padded.reshape(*lead, groups, m)
+    order = np.argsort(-padded, axis=-1, kind="stable")
+    keep = np.zeros(padded.shape, bool)
+    np.put_along_axis(keep, order[..., :n], True, axis=-1)
+    keep &= np.isfinite(padded)
+    keep = keep.reshape(*lead, groups * m)[..., :fan_in]
+    return np.moveaxis(keep, -1, -2).astype(mask.dtype)

@@ -132,9 +132,11 @@ def find_ticket(
         rewind_to: ``"init"`` (θ0) or an iteration k (late rewinding, Frankle et
             al. 2019): survivors are reset to their values after k iterations
             of the first round.
-        granularity: ``"weight"`` or ``"unit"`` (whole hidden units of a chain of
-            Dense layers, ranked by ``unit_criterion``: ``"input"``,
-            ``"output"`` or ``"product"`` of weight magnitudes; 2018 XOR).
+        granularity: ``"weight"``, ``"unit"`` (whole units: Dense columns, conv
+            filters, depthwise channels; the output layer keeps its units;
+            ranked by ``unit_criterion``: ``"input"``/``"l1"`` or ``"l2"`` of the
+            filter, ``"output"`` or ``"product"`` with the next layer's weights),
+            or ``"N:M"`` such as ``"2:4"`` (N of every M consecutive inputs kept).
         gradual: a pruning schedule (any TFMOT ``PruningSchedule``, e.g.
             ``PolynomialDecay``, or a :class:`keras_lottery.schedules.GradualPruning`)
             that prunes *during* the first round's training; the survivors are
@@ -337,11 +339,11 @@ def _check_options(c: dict[str, Any]) -> None:
     for name, allowed in [
         ("scope", SCOPES),
         ("strategy", STRATEGIES),
-        ("granularity", GRANULARITIES),
-        ("unit_criterion", pruning.UNIT_CRITERIA),
+        ("unit_criterion", pruning.FILTER_CRITERIA),
     ]:
         if c[name] not in allowed:
             raise ValueError(f"Unknown {name} {c[name]!r}; choose one of {', '.join(allowed)}.")
+    _n_m(c["granularity"])
     if not (rewind_to == "init" or (isinstance(rewind_to, int) and rewind_to >= 0)):
         raise ValueError(f"rewind_to must be 'init' or an iteration >= 0, got {rewind_to!r}.")
     if c["scope"] == "global" and (c["layer_rates"] or c["granularity"] == "unit"):
@@ -701,10 +703,20 @@ def _next_masks(
     if keep_current:
         keep = {n: int(m.sum()) for n, m in current.items()}
         scope, granularity = "layerwise", "weight"
-    if strategy == "random_prune":
+    n_m = _n_m(granularity)
+    if strategy == "random_prune" and granularity == "weight":
         return pruning.random_prune(current, keep, rng)
     trained = {w.name: np.array(w.kernel) for w in weights}
-    if granularity == "unit":
+    if strategy == "random_prune":  # random units / random N:M groups
+        trained = {n: rng.random(v.shape) for n, v in trained.items()}
+    if n_m is not None:
+        masks = {
+            w.name: pruning.n_m_mask(trained[w.name], current[w.name], *n_m)
+            if _n_m_axis_ok(w)
+            else current[w.name]
+            for w in weights
+        }
+    elif granularity == "unit":
         masks = _unit_masks(weights, trained, current, rates, target_round, criterion)
     elif scope == "global":
         total = sum(m.size for m in current.values())
@@ -714,7 +726,9 @@ def _next_masks(
         )
     else:
         masks = pruning.magnitude_layerwise(trained, current, keep)
-    if strategy == "rearrange":
+    if strategy == "rearrange" and granularity == "unit":
+        masks = _rearrange_units(weights, masks, rng)
+    elif strategy == "rearrange":
         masks = pruning.rearrange(masks, rng)
     return masks
 
@@ -737,10 +751,9 @@ def _early_bird_callback(eb, weights, rates, r, c, total) -> EarlyBirdStop:
 
 
 def _unit_masks(weights, trained, current, rates, target_round, criterion):
-    if not all(isinstance(w.layer, keras.layers.Dense) and w.kernel.ndim == 2 for w in weights):
-        raise NotPrunableError(
-            "granularity='unit' needs a chain of Dense layers (like the XOR net)."
-        )
+    dense = all(isinstance(w.layer, keras.layers.Dense) and w.kernel.ndim == 2 for w in weights)
+    if not dense or criterion not in pruning.UNIT_CRITERIA:
+        return _filter_masks(weights, trained, current, rates, target_round, criterion)
     names = [w.name for w in weights]
     keep_units = [
         pruning.keep_count(trained[n].shape[1], rates[n], target_round) for n in names[:-1]
@@ -749,6 +762,106 @@ def _unit_masks(weights, trained, current, rates, target_round, criterion):
         [trained[n] for n in names], [current[n] for n in names], keep_units, criterion
     )
     return dict(zip(names, new))
+
+
+def _unit_axis(w) -> int | None:
+    """The axis of ``w``'s kernel that holds its units (Dense columns, conv filters)."""
+    layer, ndim = w.layer, w.kernel.ndim
+    if getattr(layer, "kernel", None) is not w.kernel:
+        return None
+    if isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
+        return ndim - 2
+    transposed = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)
+    if isinstance(layer, transposed + (keras.layers.Conv3DTranspose,)):
+        return None
+    if isinstance(layer, keras.layers.Dense) and ndim == 2:
+        return 1
+    if "Conv" in type(layer).__name__ and ndim >= 3:
+        return ndim - 1
+    return None
+
+
+def _outgoing(weights, i, trained, current, units) -> np.ndarray | None:
+    """L1 of each unit's weights in the next weight (in model order) that it feeds."""
+    if i + 1 >= len(weights):
+        return None
+    nxt = weights[i + 1]
+    w = np.abs(trained[nxt.name] * current[nxt.name])
+    if nxt.kernel.ndim == 2 and w.shape[0] % units == 0:  # Dense, maybe after a Flatten
+        return w.sum(axis=1).reshape(-1, units).sum(axis=0)
+    if nxt.kernel.ndim >= 3 and w.shape[-2] == units:  # conv or depthwise: input channels
+        return np.moveaxis(w, -2, -1).reshape(-1, units).sum(axis=0)
+    return None
+
+
+def _filter_masks(weights, trained, current, rates, target_round, criterion):
+    """Whole units of any Dense/Conv layer: Dense columns, conv filters, depthwise channels.
+
+    Units are ranked by their filter's magnitude (``"l1"``/``"input"``, ``"l2"``)
+    or also by their weights in the next layer (``"output"``, ``"product"``).
+    A removed unit's filter is masked; its outgoing weights then carry a
+    constant, which :func:`keras_lottery.compact` folds away.  The output layer
+    keeps all its units.
+    """
+    masks = {n: m.copy() for n, m in current.items()}
+    done = 0
+    for i, w in enumerate(weights):
+        axis = _unit_axis(w)
+        if w.is_output or axis is None:
+            continue
+        units = trained[w.name].shape[axis]
+        outgoing = None
+        if criterion in ("output", "product"):
+            outgoing = _outgoing(weights, i, trained, current, units)
+        try:
+            scores = pruning.filter_scores(
+                trained[w.name], current[w.name], axis, criterion, outgoing
+            )
+        except ValueError as e:
+            raise NotPrunableError(f"granularity='unit' on '{w.name}': {e}") from None
+        k = pruning.keep_count(units, rates[w.name], target_round)
+        kept = pruning.keep_units(current[w.name], axis, scores, k)
+        shape = [1] * trained[w.name].ndim
+        shape[axis] = units
+        masks[w.name] = masks[w.name] * kept.reshape(shape).astype(masks[w.name].dtype)
+        done += 1
+    if not done:
+        raise NotPrunableError(
+            "granularity='unit' found no Dense or convolution kernel to prune by units "
+            "(the output layer keeps its units); use granularity='weight'."
+        )
+    return masks
+
+
+def _rearrange_units(weights, masks, rng):
+    """The unit-level rearrange control: the same number of units, at random positions."""
+    out = dict(masks)
+    for w in weights:
+        axis = _unit_axis(w)
+        if w.is_output or axis is None:
+            continue
+        perm = rng.permutation(masks[w.name].shape[axis])
+        out[w.name] = np.take(masks[w.name], perm, axis=axis)
+    return out
+
+
+def _n_m(granularity: str) -> tuple[int, int] | None:
+    """``(n, m)`` for an N:M granularity such as ``"2:4"``; ``None`` for weight/unit."""
+    if granularity in GRANULARITIES:
+        return None
+    parts = str(granularity).split(":")
+    if len(parts) == 2 and all(p.isdigit() for p in parts) and 0 < int(parts[0]) < int(parts[1]):
+        return int(parts[0]), int(parts[1])
+    raise ValueError(
+        f"Unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)} or "
+        "an N:M pattern such as '2:4' (keep N of every M consecutive inputs)."
+    )
+
+
+def _n_m_axis_ok(w) -> bool:
+    """N:M groups run along the input axis: Dense and (non-depthwise) conv kernels."""
+    axis = _unit_axis(w)
+    return axis is not None and axis == w.kernel.ndim - 1
 
 
 def _describe(obj) -> Any:

@@ -205,3 +205,59 @@ def test_coverage_shows_effective_sparsity(mnist):
     table = kl.coverage(ticket)
     assert table.effective["dense_2/kernel"] == pytest.approx(300 / 30000)
     assert "effective" in str(table)
+
+
+def _small_conv_net(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+            keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+            keras.layers.Conv2D(8, 1, activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "product"])
+def test_structured_ticket_of_a_conv_net_prunes_whole_filters_and_compacts(criterion):
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(64, 10, 10, 3)).astype("float32"), rng.integers(0, 4, 64))
+    ticket = kl.find_ticket(
+        _small_conv_net(),
+        data,
+        rounds=1,
+        rate=0.5,
+        granularity="unit",
+        unit_criterion=criterion,
+        steps=3,
+        batch_size=16,
+        verbose=0,
+        seed=0,
+    )
+    masks = {w.layer.name: np.array(w.mask) for w in ticket.prunable_weights()}
+    assert masks["c1"].any(axis=(0, 1, 2)).sum() == 4  # whole filters: 8 -> 4
+    assert masks["dw"].any(axis=(0, 1, 3)).sum() == 4  # depthwise channels
+    assert masks["head"].all()  # the output layer keeps every unit
+    small, report = compact(ticket)
+    np.testing.assert_allclose(_outputs(small, data[0]), _outputs(ticket, data[0]), atol=1e-5)
+    assert report.units["c1"][1] <= 4 and report.params_after < report.params_before
+
+
+def test_n_m_granularity_keeps_two_of_every_four_inputs():
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(12), keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    data = (rng.normal(size=(32, 8)).astype("float32"), rng.normal(size=(32, 3)))
+    ticket = kl.find_ticket(model, data, rounds=1, granularity="2:4", steps=2, verbose=0, seed=0)
+    for w in ticket.prunable_weights():
+        groups = np.array(w.mask).T.reshape(w.mask.shape[1], -1, 4)
+        assert (groups.sum(axis=-1) == 2).all()
+        kept = np.abs(np.array(w.kernel)).T.reshape(groups.shape)
+        assert (kept > 0).sum(axis=-1).max() <= 2  # the pruned weights are 0
+    with pytest.raises(ValueError, match="N:M pattern"):
+        kl.find_ticket(model, data, granularity="4:2", steps=1, verbose=0)
