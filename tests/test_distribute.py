@@ -95,8 +95,8 @@ def _worker() -> dict:  # pragma: no cover - runs in the subprocess
     out["variable_type"] = type(kl.prunable_weights(mirrored)[0].kernel.value).__name__
     out["mask_differences"] = differences(single, mirrored)
     out["max_weight_difference"] = max(
-        float(np.abs(np.array(a) - np.array(b)).max())
-        for a, b in zip(single.weights, mirrored.weights)
+        float(np.abs(np.array(a, "float64") - np.array(b, "float64")).max())
+        for a, b in zip(single.weights, mirrored.weights)  # masks (bool) included
     )
     fine = dict(kw, rounds=1, strategy="finetune", rewind_to=3)
     fine.pop("rate")
