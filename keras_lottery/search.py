@@ -113,9 +113,10 @@ def find_ticket(
         layer_rates: rates overriding the two above, keyed by a weight's path
             (``"dense_1/kernel"``), a glob over paths (``"*attention*"``) or the
             name of the layer that holds the weight.
-        include, exclude: which weights to prune (default: every trainable
-            weight matrix); globs over variable paths, compiled regexes or
-            predicates (see :func:`keras_lottery.coverage`).
+        include: which weights to prune instead of the default (every
+            trainable weight matrix): globs over variable paths, compiled
+            regexes or predicates (see :func:`keras_lottery.coverage`).
+        exclude: weights not to prune, selected the same way.
         target_sparsity: instead of ``rate``, prune ``1-(1-target)**(1/n)`` per
             round so the (non-output) layers end at this sparsity.
         one_shot: prune to the final sparsity in a single round (paper's one-shot).
@@ -147,9 +148,11 @@ def find_ticket(
             settled (You et al. 2020); the final ticket trains for the full
             length.  Each round's record holds ``early_bird_iteration`` and
             ``mask_distances``.
-        epochs, steps: training length of every round (``steps`` wins if given).
-        validation_data, validation_split: for the evaluation curve and the
+        epochs: training length of every round, in epochs.
+        steps: training length of every round, in iterations (wins over ``epochs``).
+        validation_data: ``(x, y)`` for the evaluation curve and the
             early-stopping iteration (minimum validation loss).
+        validation_split: instead, hold out this last fraction of ``(x, y)``.
         test_data: ``(x, y)`` evaluated with the validation curve.
         eval_every: evaluate every this many iterations (default: each epoch).
         seed: makes data order, initializers and masks reproducible.
@@ -159,7 +162,9 @@ def find_ticket(
             search (θ0, data or options differ) is refused.
         data_version: a name/version of a ``tf.data`` pipeline for the run's
             fingerprint (arrays are hashed; a pipeline cannot be).
-        callbacks, verbose, **fit_kwargs: passed to every ``model.fit``.
+        callbacks: Keras callbacks for every round's ``fit``.
+        verbose: ``fit``'s verbosity.
+        **fit_kwargs: passed to every ``model.fit``.
 
     Optimizer and learning rate: every round starts from the optimizer's
     initial state (fresh moments, iteration counter 0), so learning-rate
@@ -546,7 +551,7 @@ def _check_arrays(model, x, y, what):
             f"The {what} labels (shape, dtype {shapes}) do not fit the model's loss "
             f"{_loss_name(model)!r} with outputs of shape {outs}: {e}"
         ) from e
-    if not np.isfinite(float(np.asarray(value))):
+    if not np.isfinite(float(keras.ops.convert_to_numpy(value))):
         raise ValueError(f"The loss on the {what} is not finite; check labels and loss.")
 
 
