@@ -39,7 +39,12 @@ from .errors import user_errors
     type=click.Choice(["unroll"]),
     help="TFLite: convert recurrent layers (LSTM, GRU...) unrolled (fixed sequence length).",
 )
-def export(run_dir, format_, output, name, verify_size, overwrite, rnn):
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="Export a smaller dense model: dead units folded away (Dense/Conv chains).",
+)
+def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact):
     """Export the ticket of the finished run RUN_DIR (its ticket.keras).
 
     The export is loaded back and compared with the Keras model on the run's
@@ -56,6 +61,7 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn):
             verify_size=verify_size,
             overwrite=overwrite,
             rnn=rnn,
+            compact=compact,
         )
         click.echo(report.summary())
         if Path(f"{report.path}.sha256").is_file():

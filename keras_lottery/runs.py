@@ -642,6 +642,7 @@ def export_run(
     verify_size: int = 1000,
     overwrite: bool = False,
     rnn: str | None = None,
+    compact: bool = False,
 ):
     """Export a finished run's ticket with :func:`keras_lottery.export.export`.
 
@@ -683,6 +684,7 @@ def export_run(
         verify_data=verify,
         overwrite=overwrite,
         rnn=rnn,
+        compact=compact,
     )
     out = Path(report.path)
     if out.is_file():  # a checksum beside it, in `sha256sum -c` format

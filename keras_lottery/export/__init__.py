@@ -65,6 +65,7 @@ def export(
     overwrite: bool = False,
     sparse: bool | str = "auto",
     rnn: str | None = None,
+    compact: bool = False,
 ) -> ExportReport:
     """Strip ``model``'s masks, write it in ``format``, load it back and check it.
 
@@ -103,6 +104,11 @@ def export(
             ``"unroll"`` rebuilds them with ``unroll=True`` (needs a fixed
             sequence length; the file runs on builtin ops in LiteRT).  A model
             with recurrent layers and ``rnn=None`` is refused with this advice.
+        compact: export :func:`keras_lottery.compact` of the model instead: units
+            without surviving inputs folded into the next bias, units without
+            outputs removed, so the file holds a smaller *dense* network that
+            computes the same function and runs faster (chains of Dense/Conv
+            layers; other models are refused with the reason).
 
     On the JAX or torch backend, ``"saved_model"`` and the TFLite formats are
     written by TensorFlow in a subprocess (``report.route`` says so);
@@ -130,6 +136,11 @@ def export(
         raise TypeError(f"export needs a keras.Model, got {type(model).__name__}.")
     from keras_lottery.convert import strip
 
+    compaction = None
+    if compact:
+        from keras_lottery.compact import compact as compact_model
+
+        model, compaction = compact_model(model)
     stripped = strip(model)
     if not stripped.built:
         raise ValueError(
@@ -210,6 +221,13 @@ def export(
 
     params = int(stripped.count_params())
     result["notes"] = notes + result.get("notes", [])
+    if compaction is not None:
+        result["notes"].insert(
+            0,
+            f"compacted before export: {compaction.params_before:,} -> "
+            f"{compaction.params_after:,} parameters, units "
+            + ", ".join(f"{k} {a}->{b}" for k, (a, b) in compaction.units.items()),
+        )
     return ExportReport(
         path=target,
         format=format,
