@@ -114,8 +114,12 @@ CRASH_CHILD = textwrap.dedent(
         done = checkpoint.read_manifest(snap)
         done = -1 if done is None else done["completed_round"]
         Rounds.trained = 0
-        got = result(snap, runs.run(config, snap, callbacks=[Rounds()], verbose=0))
         problems = []
+        try:
+            got = result(snap, runs.run(config, snap, callbacks=[Rounds()], verbose=0))
+        except Exception as e:  # e.g. a checkpoint that does not load
+            bad.append((snap.name, commits[snaps.index(snap)], [f"{type(e).__name__}: {e}"]))
+            continue
         if not temp:
             problems.append("no temp file at the crash point")
         if got.tobytes() != reference.tobytes():
