@@ -261,3 +261,17 @@ def test_n_m_granularity_keeps_two_of_every_four_inputs():
         assert (kept > 0).sum(axis=-1).max() <= 2  # the pruned weights are 0
     with pytest.raises(ValueError, match="N:M pattern"):
         kl.find_ticket(model, data, granularity="4:2", steps=1, verbose=0)
+
+
+def test_export_compact_writes_the_smaller_model(tmp_path):
+    model = _dense_chain()
+    out = model.get_layer("out")
+    w = np.array(out.kernel)
+    w[0] = 0
+    out.kernel.assign(w)
+    x = np.random.default_rng(3).normal(size=(16, 4)).astype("float32")
+    report = kl.export(model, tmp_path / "m.keras", "keras", verify_data=x, compact=True)
+    assert report.params < model.count_params()
+    assert any(n.startswith("compacted before export") for n in report.notes)
+    loaded = keras.saving.load_model(report.path)
+    np.testing.assert_allclose(_outputs(loaded, x), _outputs(model, x), atol=1e-6)
