@@ -73,7 +73,30 @@ class Evaluator:
         return loss_value(self.loss, self.y, y_pred), accuracy(self.y, y_pred, self.loss)
 
 
-class EvaluationCurve(keras.callbacks.Callback):
+class IterationCallback(keras.callbacks.Callback):
+    """A callback that knows how many iterations this ``fit`` has trained.
+
+    The count comes from the batch indices Keras passes to the callbacks, not
+    from the model: on JAX, reading ``self.model`` copies the whole training
+    state back into the variables, which would cost a sync every step.
+    Subclasses call ``super()`` in ``on_train_begin``/``on_train_batch_end``.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.iterations, self._epoch_start = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.iterations
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.iterations = self._epoch_start + batch + 1  # ``batch``: last step run
+
+    def stop(self) -> None:
+        """Ask ``fit`` to stop after this step (without syncing the model)."""
+        self._model.stop_training = True
+
+
+class EvaluationCurve(IterationCallback):
     """Evaluate every ``every`` iterations (and at each epoch end).
 
     Validation loss and accuracy go into the epoch logs as ``val_loss`` and
@@ -89,16 +112,11 @@ class EvaluationCurve(keras.callbacks.Callback):
         self.validation, self.test, self.every = validation, test, every
         self.curve: list[dict[str, float]] = []
 
-    def on_train_begin(self, logs=None):
-        self._start = current_iteration(self.model)
-
-    def _iteration(self) -> int:
-        return current_iteration(self.model) - self._start
-
     def _evaluate(self) -> dict[str, float]:
-        it = self._iteration()
+        it = self.iterations
         if self.curve and self.curve[-1]["iteration"] == it:
             return self.curve[-1]
+        _ = self.model  # on JAX: sync the trained values into the variables first
         point = {"iteration": it}
         point["val_loss"], point["val_accuracy"] = self.validation()
         if self.test is not None:
@@ -107,7 +125,8 @@ class EvaluationCurve(keras.callbacks.Callback):
         return point
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every and self._iteration() % self.every == 0:
+        super().on_train_batch_end(batch, logs)
+        if self.every and self.iterations % self.every == 0:
             self._evaluate()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -123,7 +142,7 @@ class EvaluationCurve(keras.callbacks.Callback):
         return min(self.curve, key=lambda p: p["val_loss"])
 
 
-class WeightSnapshot(keras.callbacks.Callback):
+class WeightSnapshot(IterationCallback):
     """Copy all weights when training reaches iteration ``step`` (θk)."""
 
     def __init__(self, variables: list, step: int):
@@ -131,27 +150,24 @@ class WeightSnapshot(keras.callbacks.Callback):
         self.variables, self.step = variables, step
         self.values: list[np.ndarray] | None = None
 
-    def on_train_begin(self, logs=None):
-        self._start = current_iteration(self.model)
-
     def on_train_batch_end(self, batch, logs=None):
-        if self.values is None and current_iteration(self.model) - self._start >= self.step:
+        super().on_train_batch_end(batch, logs)
+        if self.values is None and self.iterations >= self.step:
+            _ = self.model  # on JAX: sync the trained values into the variables first
             self.values = [np.array(v) for v in self.variables]
 
 
-class StopAtIteration(keras.callbacks.Callback):
+class StopAtIteration(IterationCallback):
     """Stop training after exactly ``steps`` optimizer iterations."""
 
     def __init__(self, steps: int):
         super().__init__()
         self.steps = steps
 
-    def on_train_begin(self, logs=None):
-        self._start = current_iteration(self.model)
-
     def on_train_batch_end(self, batch, logs=None):
-        if current_iteration(self.model) - self._start >= self.steps:
-            self.model.stop_training = True
+        super().on_train_batch_end(batch, logs)
+        if self.iterations >= self.steps:
+            self.stop()
 
 
 class DivergenceError(RuntimeError):

@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-import keras
 import numpy as np
 
-from keras_lottery.callbacks import current_iteration
+from keras_lottery.callbacks import IterationCallback
 
 Masks = Mapping[str, np.ndarray]
 
@@ -87,7 +86,7 @@ def mask_distance(a: Masks, b: Masks, alive: Masks | None = None) -> float:
     return differ / total if total else 0.0
 
 
-class EarlyBirdStop(keras.callbacks.Callback):
+class EarlyBirdStop(IterationCallback):
     """Stop a round's ``fit`` once the predicted pruning mask has settled.
 
     ``predict`` returns the masks pruning would make from the current weights;
@@ -111,12 +110,9 @@ class EarlyBirdStop(keras.callbacks.Callback):
         self.distances: list[dict[str, float]] = []
         self.stopped_at: int | None = None
 
-    def on_train_begin(self, logs=None):
-        self._start = current_iteration(self.model)
-
     def _check(self) -> None:
         model = self.model  # on JAX, reading self.model syncs the trained values into variables
-        iteration = current_iteration(model) - self._start
+        iteration = self.iterations
         if self.distances and self.distances[-1]["iteration"] == iteration:
             return
         masks = self.predict()
@@ -131,10 +127,8 @@ class EarlyBirdStop(keras.callbacks.Callback):
             model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
-        if (
-            self.check_every
-            and (current_iteration(self.model) - self._start) % self.check_every == 0
-        ):
+        super().on_train_batch_end(batch, logs)
+        if self.check_every and self.iterations % self.check_every == 0:
             self._check()
 
     def on_epoch_end(self, epoch, logs=None):

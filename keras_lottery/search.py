@@ -616,10 +616,13 @@ class _Training:
         else:
             data = shuffled_batches(*train, batch_size, seed)
             epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
+        stop_at = None
         if steps is not None:  # fit in chunks of eval_every, stopped at exactly `steps`
             per_epoch = min(steps, eval_every or steps)
             epoch_steps, epochs = per_epoch, math.ceil(steps / per_epoch)
-        return cls(data, epoch_steps, epochs, steps, eval_every=eval_every, **settings)
+            # A step-counting callback costs a host sync per step: only when chunks overshoot.
+            stop_at = steps if steps % per_epoch else None
+        return cls(data, epoch_steps, epochs, stop_at, eval_every=eval_every, **settings)
 
 
 def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRecord:
