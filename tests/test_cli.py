@@ -104,7 +104,7 @@ def test_find_writes_a_complete_run_directory(tiny_run):
     assert stored["non_default"] == {"train_size": 300, "test_size": 100, "epochs": 1, "rounds": 2}
     assert "Done" in result.output and "Round" not in result.output  # --quiet
     ticket = keras.models.load_model(run_dir / "ticket.keras")
-    assert ticket.name == "lenet_300_100"
+    assert ticket.model.name == "lenet_300_100"
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["event"] for e in events] == ["round", "round", "round", "done"]
     assert [e["round"] for e in events[:3]] == [0, 1, 2]
@@ -180,7 +180,7 @@ def test_find_with_a_keras_file(tmp_path):
         (["--rate", "1.5"], "rate must be in (0.0, 1.0)"),
         (["--rewind-to", "soon"], "rewind_to must be 'init' or an iteration"),
         (["--scope", "global", "--layer-rate", "dense_1=0.3"], "cannot be combined"),
-        (["--layer-rate", "nope=0.3"], "layer_rates names unknown layers"),
+        (["--layer-rate", "nope=0.3"], "which match no pruned weight"),
         (["--rewind-to", "1000"], "beyond the training length"),
     ],
 )
@@ -414,7 +414,7 @@ def test_sweep_reports_failed_jobs(tmp_path):
     spec = tmp_path / "fail.yaml"
     spec.write_text("base: {train_size: 300, layer_rates: {nope: 0.5}}\ngrid: {seed: [0]}\n")
     line = error_line(invoke("sweep", spec, "--runs-root", tmp_path / "runs"))
-    assert "1 of 1 jobs failed" in line and "layer_rates names unknown layers" in line
+    assert "1 of 1 jobs failed" in line and "which match no pruned weight" in line
 
 
 def test_missing_spec(tmp_path):
