@@ -178,5 +178,54 @@ def _worker(run_dir: str) -> dict:  # pragma: no cover - runs in the subprocesse
     return {"workers": strategy.num_replicas_in_sync, "chief": chief, "masks": round_masks(ticket)}
 
 
+def _data_parallel() -> dict:  # pragma: no cover - runs in a JAX subprocess
+    import jax
+    import keras
+
+    import keras_lottery as kl
+
+    single = search()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    try:
+        parallel = search()
+    finally:
+        keras.distribution.set_distribution(None)
+    return {
+        "devices": len(jax.devices()),
+        "same_masks": round_masks(single) == round_masks(parallel),
+        "max_weight_difference": max(
+            float(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64")).max())
+            for a, b in zip(single.weights, parallel.weights)
+        ),
+        "mesh": str(kl.prunable_weights(parallel)[0].kernel.value.sharding.mesh.shape),
+    }
+
+
+@pytest.mark.multiworker
+def test_jax_data_parallel_on_two_host_devices_finds_the_masks_of_one_device():
+    """keras.distribution.DataParallel over two XLA host devices, one global batch."""
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    out = subprocess.run(
+        [sys.executable, __file__, "--data-parallel"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2 and "2" in result["mesh"]
+    assert result["same_masks"]  # every round's masks, bitwise
+    assert result["max_weight_difference"] < 1e-5
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(_worker(sys.argv[1])))
+    if sys.argv[1] == "--data-parallel":
+        print(json.dumps(_data_parallel()))
+    else:
+        print(json.dumps(_worker(sys.argv[1])))
