@@ -179,9 +179,11 @@ class MaskedModel(keras.Model):
                     f"A MaskedModel whose {name}= holds a regex or predicate cannot be saved "
                     "to a .keras file: use glob strings, or save strip(model) instead."
                 )
+        inner = keras.saving.serialize_keras_object(self.model)
+        inner.pop("compile_config", None)  # the wrapper's compile state is the one that trains
         return {
             "name": self.name,
-            "model": keras.saving.serialize_keras_object(self.model),
+            "model": inner,
             "include": include,
             "exclude": exclude,
         }
