@@ -499,22 +499,13 @@ def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
 
 def _check_data(model, data, what):
     """Validate structure, shapes, values and labels against the model (before training)."""
-    if isinstance(data, tf.data.Dataset):
-        batch = next(iter(data.take(1)))
+    if isinstance(data, tf.data.Dataset | keras.utils.PyDataset):
+        # Check the first batch; the stream itself is used as it is.
+        batch = next(iter(data.take(1))) if isinstance(data, tf.data.Dataset) else data[0]
         if not (isinstance(batch, tuple | list) and len(batch) in (2, 3)):
             raise ValueError(
-                f"The {what} (a tf.data.Dataset) must yield (x, y) or (x, y, sample_weight) "
-                f"batches; it yields {type(batch).__name__}."
-            )
-        x, y = keras.tree.map_structure(np.asarray, tuple(batch[:2]))
-        _check_arrays(model, structure.check_structure(model, x, what), y, what)
-        return data
-    if isinstance(data, keras.utils.PyDataset):
-        batch = data[0]
-        if not (isinstance(batch, tuple | list) and len(batch) in (2, 3)):
-            raise ValueError(
-                f"The {what} (a PyDataset) must return (x, y) or (x, y, sample_weight) "
-                f"batches; its first batch is a {type(batch).__name__}."
+                f"The {what} (a {type(data).__name__}) must give (x, y) or "
+                f"(x, y, sample_weight) batches; its first batch is a {type(batch).__name__}."
             )
         x, y = keras.tree.map_structure(np.asarray, tuple(batch[:2]))
         _check_arrays(model, structure.check_structure(model, x, what), y, what)
