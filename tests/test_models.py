@@ -224,3 +224,35 @@ def test_bad_input_is_refused_before_training(case, tmp_path):
     assert not run_dir.exists()  # nothing written ...
     for a, b in zip(before, model.weights):  # ... and nothing trained
         np.testing.assert_array_equal(a, np.asarray(b))
+
+
+class _Batches(keras.utils.PyDataset):
+    """A PyDataset of the two-input two-output model's dict batches."""
+
+    def __init__(self, x, y, batch_size=8):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return len(self.y["label"]) // self.batch_size
+
+    def __getitem__(self, i):
+        part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        pick = lambda tree: {k: v[part] for k, v in tree.items()}  # noqa: E731
+        return pick(self.x), pick(self.y)
+
+
+@pytest.mark.backends
+def test_py_dataset_and_tf_data_of_dict_batches():
+    import tensorflow as tf
+
+    model, x, y = build("two_in_two_out")
+    ticket = kl.find_ticket(model, _Batches(x, y), rounds=1, rate=RATE, epochs=1, verbose=0)
+    assert ticket.lottery.rounds[1].iterations == len(y["label"]) // 8
+    model, x, y = build("two_in_two_out")
+    stream = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    ticket = kl.find_ticket(model, stream, rounds=1, rate=RATE, steps=4, verbose=0)
+    assert ticket.lottery.rounds[1].iterations == 4
+    bad = tf.data.Dataset.from_tensor_slices(x).batch(8)  # inputs only, no labels
+    with pytest.raises(ValueError, match=r"must give \(x, y\)"):
+        kl.find_ticket(build("two_in_two_out")[0], bad, rounds=1, steps=2, verbose=0)
