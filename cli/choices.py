@@ -38,8 +38,8 @@ DEFAULTS: dict[str, Any] = {
 MODELS = ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "xor")
 STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
 SCOPES = ("layerwise", "global")
-GRANULARITIES = ("weight", "unit")
-UNIT_CRITERIA = ("input", "output", "product")
+GRANULARITIES = ("weight", "unit")  # and "N:M" patterns such as "2:4"
+UNIT_CRITERIA = ("input", "l1", "l2", "output", "product")
 EXPORT_FORMATS = (
     "keras",
     "saved_model",

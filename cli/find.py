@@ -31,6 +31,30 @@ def _choice(values) -> click.Choice:
     return click.Choice(list(values))
 
 
+class _Granularity(click.Choice):
+    """``weight``, ``unit`` or an N:M pattern (``2:4``: keep 2 of every 4 inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__(list(GRANULARITIES))
+
+    def get_metavar(self, param, ctx) -> str:
+        return "[" + "|".join(GRANULARITIES) + "|N:M]"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if text in GRANULARITIES:
+            return text
+        n, sep, m = text.partition(":")
+        if not (sep and n.isdigit() and m.isdigit() and 0 < int(n) < int(m)):
+            self.fail(
+                f"{value!r} is not one of {', '.join(GRANULARITIES)} or an N:M pattern with "
+                "0 < N < M (e.g. 2:4 keeps 2 of every 4 consecutive inputs).",
+                param,
+                ctx,
+            )
+        return f"{int(n)}:{int(m)}"
+
+
 #: The run options of ``find`` (one per key of :data:`keras_lottery.runs.DEFAULTS`).
 RUN_OPTIONS = [
     click.option(
@@ -100,14 +124,21 @@ RUN_OPTIONS = [
         help="'init' (θ0) or an iteration k of round 0 (late rewinding).",
     ),
     click.option(
-        "--granularity", type=_choice(GRANULARITIES), default=D["granularity"], show_default=True
+        "--granularity",
+        type=_Granularity(),
+        default=D["granularity"],
+        show_default=True,
+        help="What is pruned: single weights, whole units (Dense columns, conv filters; "
+        "compact the ticket to run faster) or N:M groups (e.g. 2:4: of every 4 consecutive "
+        "inputs of a unit, 2 are kept).",
     ),
     click.option(
         "--unit-criterion",
         type=_choice(UNIT_CRITERIA),
         default=D["unit_criterion"],
         show_default=True,
-        help="Unit score for --granularity unit.",
+        help="Unit score for --granularity unit: the L1 (input, l1) or L2 (l2) norm of its "
+        "weights, the L1 norm of its outgoing weights (output) or both multiplied (product).",
     ),
     click.option(
         "--epochs",

@@ -204,10 +204,23 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"one_shot must be true or false, got {c['one_shot']!r}.")
     c["scope"] = _choice("scope", c["scope"], SCOPES)
     c["strategy"] = _choice("strategy", c["strategy"], STRATEGIES)
-    c["granularity"] = _choice("granularity", c["granularity"], GRANULARITIES)
-    c["unit_criterion"] = _choice("unit_criterion", c["unit_criterion"], pruning.UNIT_CRITERIA)
+    c["granularity"] = parse_granularity(c["granularity"])
+    c["unit_criterion"] = _choice("unit_criterion", c["unit_criterion"], pruning.FILTER_CRITERIA)
     c["rewind_to"] = parse_rewind_to(c["rewind_to"])
     return c
+
+
+def parse_granularity(value: Any) -> str:
+    """``"weight"``, ``"unit"`` or an N:M pattern with ``0 < N < M`` (``"02:4"`` is ``"2:4"``)."""
+    if value in GRANULARITIES:
+        return value
+    n, sep, m = str(value).strip().partition(":")
+    if sep and n.isdigit() and m.isdigit() and 0 < int(n) < int(m):
+        return f"{int(n)}:{int(m)}"
+    raise ValueError(
+        f"granularity must be one of {', '.join(GRANULARITIES)} or an N:M pattern with "
+        f"0 < N < M such as '2:4'; got {value!r}."
+    )
 
 
 def parse_rewind_to(value: Any) -> str | int:

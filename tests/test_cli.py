@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import keras_lottery
 from keras_lottery import runs
 from keras_lottery.checkpoint import committed_record
 
@@ -194,6 +195,72 @@ def test_bad_option_syntax_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "NAME=RATE" in result.output
     result = invoke("find", "--strategy", "magic", "--runs-root", tmp_path)
     assert result.exit_code == 2 and "rewind" in result.output
+
+
+# -- structured granularities -----------------------------------------------------
+
+
+def _final_masks(run_dir: Path) -> dict[str, np.ndarray]:
+    last = committed_record(run_dir).rounds[-1]
+    return {k: np.asarray(m) for k, m in last.masks.items()}
+
+
+def test_find_unit_granularity_with_the_l2_criterion_removes_whole_units(tmp_path):
+    args = [*TINY, "--rounds", "1", "--rate", "0.5", "--granularity", "unit"]
+    result = invoke("find", *args, "--unit-criterion", "l2", "--runs-root", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    config = runs.load_config(run_dir)
+    assert config["granularity"] == "unit" and config["unit_criterion"] == "l2"
+    masks = _final_masks(run_dir)
+    for name, units in (("dense_1/kernel", 300), ("dense_2/kernel", 100)):
+        mask = next(m for k, m in masks.items() if k.endswith(name))
+        columns = mask.sum(axis=0)
+        assert set(np.unique(columns)) <= {0, mask.shape[0]}, f"{name}: a partly pruned unit"
+        assert (columns > 0).sum() == units // 2, name
+    output = next(m for k, m in masks.items() if k.endswith("output/kernel"))
+    assert output.all()  # the output layer keeps its units
+    small, report = keras_lottery.compact(keras.models.load_model(run_dir / "ticket.keras"))
+    assert list(report.units.values()) == [(300, 150), (100, 50), (10, 10)]
+    assert small.count_params() == 784 * 150 + 150 + 150 * 50 + 50 + 50 * 10 + 10
+
+
+def test_find_n_m_granularity_keeps_at_most_n_of_every_m_inputs(tmp_path):
+    args = [*TINY, "--rounds", "1", "--granularity", "2:4"]
+    result = invoke("find", *args, "--runs-root", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert runs.load_config(run_dir)["granularity"] == "2:4"
+    masks = _final_masks(run_dir)
+    assert len(masks) == 3
+    for name, mask in masks.items():
+        fan_in, units = mask.shape
+        groups = mask.reshape(fan_in // 4, 4, units).sum(axis=1)  # 784, 300, 100: all % 4 == 0
+        assert groups.max() == 2 and (groups == 2).mean() > 0.99, name
+        assert mask.mean() == pytest.approx(0.5, abs=0.01), name
+
+
+@pytest.mark.parametrize("value", ["4:2", "0:4", "2:x", "2:4:8", "blocks"])
+def test_bad_granularity_is_a_usage_error(tmp_path, value):
+    result = invoke("find", "--granularity", value, "--runs-root", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "N:M" in result.output and not list(tmp_path.iterdir())
+
+
+def test_structured_choices_round_trip_through_the_run_config():
+    for options in (
+        {"granularity": "unit", "unit_criterion": "l1"},
+        {"granularity": "unit", "unit_criterion": "l2"},
+        {"granularity": "02:4"},
+    ):
+        config = runs.normalize_config(options)
+        assert runs.normalize_config(json.loads(json.dumps(config))) == config
+    assert runs.normalize_config({"granularity": "02:4"})["granularity"] == "2:4"
+    for bad in ("3:3", "2:", "unit:4", 2):
+        with pytest.raises(ValueError, match="granularity must be one of weight, unit or an N:M"):
+            runs.normalize_config({"granularity": bad})
+    with pytest.raises(ValueError, match="unit_criterion must be one of"):
+        runs.normalize_config({"unit_criterion": "l3"})
 
 
 # -- resume -------------------------------------------------------------------

@@ -413,7 +413,7 @@ def test_cli_choices_mirror_the_library():
     assert choices.STRATEGIES == search.STRATEGIES
     assert choices.SCOPES == search.SCOPES
     assert choices.GRANULARITIES == search.GRANULARITIES
-    assert choices.UNIT_CRITERIA == pruning.UNIT_CRITERIA
+    assert choices.UNIT_CRITERIA == pruning.FILTER_CRITERIA
     assert choices.EXPORT_FORMATS == tuple(FORMATS)
     # and the commands use them: find's choices and defaults, export's formats
     params = {p.name: p for p in find_command.params}
@@ -421,7 +421,7 @@ def test_cli_choices_mirror_the_library():
         ("strategy", search.STRATEGIES),
         ("scope", search.SCOPES),
         ("granularity", search.GRANULARITIES),
-        ("unit_criterion", pruning.UNIT_CRITERIA),
+        ("unit_criterion", pruning.FILTER_CRITERIA),
     ]:
         assert tuple(params[name].type.choices) == allowed, name
     defaults = {
