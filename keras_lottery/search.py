@@ -14,12 +14,13 @@ The controls of the paper are branches of steps 3 and 4 (``strategy``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import numbers
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,13 @@ from keras_lottery.checkpoint import RunCheckpoint
 from keras_lottery.compact import effective_sparsity_or_none
 from keras_lottery.convert import NotPrunableError, make_prunable, sparsity
 from keras_lottery.coverage import REASONS
-from keras_lottery.data import Dataset, check_finite, load_dataset, shuffled_batches
+from keras_lottery.data import (
+    Dataset,
+    check_finite,
+    load_dataset,
+    numpy_batches,
+    shuffled_batches,
+)
 from keras_lottery.distributed import is_chief
 from keras_lottery.early_bird import EarlyBird, EarlyBirdStop
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
@@ -588,7 +595,7 @@ class _Training:
     (not once per round).
     """
 
-    data: tf.data.Dataset
+    data: tf.data.Dataset | keras.utils.PyDataset | Callable[[], Iterator]
     steps_per_epoch: int | None
     epochs: int
     stop_at: int | None
@@ -604,8 +611,11 @@ class _Training:
             data, epoch_steps = (train.repeat() if steps is not None else train), None
         elif isinstance(train, keras.utils.PyDataset):
             data, epoch_steps = train, None
-        else:
+        elif keras.backend.backend() == "tensorflow":
             data = shuffled_batches(*train, batch_size, seed)
+            epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
+        else:  # the same batches as NumPy: no per-step tf.data conversion on JAX/PyTorch
+            data = functools.partial(numpy_batches, *train, batch_size, seed)
             epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
         stop_at = None
         if steps is not None:  # fit in chunks of eval_every, stopped at exactly `steps`
@@ -614,6 +624,10 @@ class _Training:
             # A step-counting callback costs a host sync per step: only when chunks overshoot.
             stop_at = steps if steps % per_epoch else None
         return cls(data, epoch_steps, epochs, stop_at, eval_every=eval_every, **settings)
+
+    def stream(self):
+        """What one round's ``fit`` reads: the dataset, or a fresh generator of it."""
+        return self.data() if callable(self.data) else self.data
 
 
 def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRecord:
@@ -633,7 +647,7 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
     t0 = time.perf_counter()
     fit_kwargs = {"shuffle": False, **training.fit_kwargs}  # the stream is shuffled already
     history = ticket.fit(
-        training.data,
+        training.stream(),
         epochs=training.epochs,
         steps_per_epoch=training.steps_per_epoch,
         callbacks=extra,

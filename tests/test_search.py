@@ -223,6 +223,26 @@ def test_arrays_become_one_stream_for_the_whole_search(small, monkeypatch):
     assert [r.iterations for r in ticket.lottery.rounds] == [20, 20, 20, 20]
 
 
+@pytest.mark.backends
+def test_numpy_stream_yields_the_tf_data_batches():
+    """JAX/PyTorch train on NumPy batches: the same batches, in the same order, as tf.data."""
+    from keras_lottery.data import numpy_batches, shuffled_batches
+
+    rng = np.random.default_rng(0)
+    x = {"a": rng.random((25, 3), dtype="float32"), "b": rng.random((25, 2), dtype="float32")}
+    y = np.arange(25)
+    n_batches = 2 * 3 + 1  # two passes of 10 + 10 + 5 examples, then one more batch
+    ours = [b for _, b in zip(range(n_batches), numpy_batches(x, y, 10, seed=4))]
+    theirs = list(shuffled_batches(x, y, 10, seed=4).take(n_batches).as_numpy_iterator())
+    assert [len(b[1]) for b in ours] == [10, 10, 5, 10, 10, 5, 10]
+    for (xo, yo), (xt, yt) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(yo, yt)
+        for key in x:
+            np.testing.assert_array_equal(xo[key], xt[key])
+    first_pass = np.concatenate([b[1] for b in ours[:3]])
+    assert sorted(first_pass) == list(range(25)) and list(first_pass) != list(range(25))
+
+
 def test_tfds_name_loads_without_network():
     import tensorflow_datasets as tfds
 
