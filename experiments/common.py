@@ -72,12 +72,21 @@ def unseed_initializers(model: keras.Model) -> keras.Model:
     return model
 
 
-def lenet(seed: int) -> keras.Model:
-    """LeNet-300-100 from the library's zoo: Glorot-normal, Adam 1.2e-3, θ0 seeded."""
+def lenet(seed: int, steps_per_execution: int = 1) -> keras.Model:
+    """LeNet-300-100 from the library's zoo: Glorot-normal, Adam 1.2e-3, θ0 seeded.
+
+    ``steps_per_execution`` > 1 runs that many steps per compiled call (same
+    results, less per-step overhead; see benchmarks/README.md).
+    """
     from keras_lottery.zoo import lenet_300_100
 
     keras.utils.set_random_seed(seed)
-    return unseed_initializers(lenet_300_100((28, 28), 10, seed=seed))
+    model = unseed_initializers(lenet_300_100((28, 28), 10, seed=seed))
+    if steps_per_execution > 1:
+        config = model.get_compile_config()
+        config["steps_per_execution"] = steps_per_execution
+        model.compile_from_config(config)
+    return model
 
 
 def round_rows(record, **extra) -> list[dict]:

@@ -49,6 +49,10 @@ def run_name(args) -> str:
         name += "_oneshot"
     if args.rewind_to != "init":
         name += f"_k{args.rewind_to}"
+    if args.early_bird:
+        name += "_eb"
+    if args.steps != 3000:  # the full-length protocol (50,000) and other lengths
+        name += f"_n{args.steps}"
     return name
 
 
@@ -62,6 +66,8 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=150)
     p.add_argument("--one-shot", action="store_true")
     p.add_argument("--rewind-to", default="init", help="'init' or an iteration k")
+    p.add_argument("--early-bird", action="store_true", help="stop rounds when the mask settles")
+    p.add_argument("--steps-per-execution", type=int, default=1, help="same results, faster")
     p.add_argument("--train-size", type=int, default=None, help="cut the 55k set (tests)")
     p.add_argument("--test-size", type=int, default=None)
     args = p.parse_args(argv)
@@ -75,12 +81,13 @@ def main(argv=None):
     callbacks = [DenseRoundCapture(run_dir / "dense_round0.npz")]
     with Timer() as t:
         ticket = kl.find_ticket(
-            lenet(args.seed),
+            lenet(args.seed, args.steps_per_execution),
             train,
             rounds=args.rounds,
             rate=0.2,
             output_rate=0.1,
             one_shot=args.one_shot,
+            early_bird=args.early_bird,
             strategy=args.strategy,
             rewind_to=args.rewind_to,
             steps=args.steps,
