@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 60,
     "validation_split": 0.1,
     "eval_every": None,
+    "early_bird": False,
+    "steps_per_execution": 1,
     "seed": 0,
 }
 MODELS = ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "xor")

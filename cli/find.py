@@ -166,6 +166,20 @@ RUN_OPTIONS = [
         help="Evaluate every N iterations [each epoch].",
     ),
     click.option(
+        "--early-bird",
+        is_flag=True,
+        help="Stop each pruning round once its mask stops changing (You et al.); the final "
+        "ticket still trains in full.",
+    ),
+    click.option(
+        "--steps-per-execution",
+        type=click.IntRange(min=1),
+        default=D["steps_per_execution"],
+        show_default=True,
+        help="Training steps per compiled call: same results, less per-step overhead "
+        "(e.g. 50 for small models). Not part of the run id.",
+    ),
+    click.option(
         "--seed", type=int, default=D["seed"], show_default=True, help="Seed of the whole run."
     ),
 ]

@@ -43,6 +43,21 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+#: Keras backends a search runs on (torch: see the README's backend table).
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _use_backend(name: str) -> None:
+    """Select the Keras backend; it must happen before Keras is imported."""
+    loaded = sys.modules.get("keras")
+    if loaded is not None and loaded.backend.backend() != name:
+        raise click.UsageError(
+            f"--backend {name}: Keras is already loaded with the "
+            f"{loaded.backend.backend()} backend in this process."
+        )
+    os.environ["KERAS_BACKEND"] = name
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -56,7 +71,14 @@ def _version() -> str:
 @click.version_option(_version(), prog_name="keras-lottery")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's own log messages.")
 @click.option("--debug", is_flag=True, help="Full tracebacks instead of one-line errors.")
-def cli(verbose: bool, debug: bool) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    envvar="KERAS_BACKEND",
+    help="Keras backend for every command and job it starts (default: KERAS_BACKEND, "
+    "else tensorflow). jax trains small models about 2x faster on CPU.",
+)
+def cli(verbose: bool, debug: bool, backend: str | None) -> None:
     """Find winning lottery tickets (Frankle & Carbin) in Keras 3 models.
 
     Every search runs in a run directory named by the hash of its configuration:
@@ -64,6 +86,8 @@ def cli(verbose: bool, debug: bool) -> None:
     Errors are one line (exit code 2: a usage error, 1: a failure); --debug
     (or KERAS_LOTTERY_DEBUG=1) shows the traceback.
     """
+    if backend:
+        _use_backend(backend)
     if debug:
         os.environ["KERAS_LOTTERY_DEBUG"] = "1"
     if verbose or debug:

@@ -449,6 +449,8 @@ class RayCluster:
         ray = _ray()
         remote = ray.remote(max_calls=1)(_ray_job)  # a fresh worker (fresh TF) per job
         env = thread_env(max(1, math.ceil(self.cpus_per_job)), {})
+        if os.environ.get("KERAS_BACKEND"):  # the driver's backend (`--backend`) for every job
+            env["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
         options = {
             "name": RAY_TASK_NAME,
             "num_cpus": self.cpus_per_job,

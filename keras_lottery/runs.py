@@ -89,11 +89,13 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 60,
     "validation_split": 0.1,
     "eval_every": None,
+    "early_bird": False,
+    "steps_per_execution": 1,
     "seed": 0,
 }
 
-#: Keys that locate things without changing results: kept out of the run id.
-LOCATION_KEYS = ("data_dir",)
+#: Keys that locate things or set speed without changing results: kept out of the run id.
+LOCATION_KEYS = ("data_dir", "steps_per_execution")
 
 
 class RunError(RuntimeError):
@@ -183,6 +185,9 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} must be a string, got {c[key]!r}.")
     for key in ("train_size", "test_size", "steps", "eval_every"):
         c[key] = _number(key, c[key], int, 1)
+    c["steps_per_execution"] = _number("steps_per_execution", c["steps_per_execution"], int, 1)
+    if c["steps_per_execution"] is None:
+        raise ValueError("steps_per_execution must not be empty (1: one step per call).")
     c["rounds"] = _number("rounds", c["rounds"], int, 1)
     c["epochs"] = _number("epochs", c["epochs"], int, 1)
     c["batch_size"] = _number("batch_size", c["batch_size"], int, 1)
@@ -200,8 +205,9 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
         str(k): _number(f"layer_rates[{k!r}]", v, float, 0.0, 1.0, open_low=True)
         for k, v in sorted((c["layer_rates"] or {}).items())
     }
-    if not isinstance(c["one_shot"], bool):
-        raise ValueError(f"one_shot must be true or false, got {c['one_shot']!r}.")
+    for key in ("one_shot", "early_bird"):
+        if not isinstance(c[key], bool):
+            raise ValueError(f"{key} must be true or false, got {c[key]!r}.")
     c["scope"] = _choice("scope", c["scope"], SCOPES)
     c["strategy"] = _choice("strategy", c["strategy"], STRATEGIES)
     c["granularity"] = parse_granularity(c["granularity"])
@@ -464,7 +470,8 @@ def build_model(config: Mapping[str, Any], data: Dataset) -> keras.Model:
     Zoo models are built with ``seed``; a ``.keras`` file is loaded as saved
     (its weights are θ0) and, if it is not compiled, compiled with
     ``optimizer`` (default Adam) and ``lr`` and a cross-entropy loss.  Given
-    ``optimizer``/``lr`` replace the optimizer of a compiled model.
+    ``optimizer``/``lr`` replace the optimizer of a compiled model;
+    ``steps_per_execution`` > 1 recompiles it to run that many steps per call.
     """
     if config.get("model_sha256"):
         path = Path(config["model"])
@@ -478,18 +485,22 @@ def build_model(config: Mapping[str, Any], data: Dataset) -> keras.Model:
             config["model"], data.x_train.shape[1:], data.num_classes, seed=config["seed"]
         )
     compiled = getattr(model, "optimizer", None) is not None and model.compiled
-    if compiled and config["optimizer"] is None and config["lr"] is None:
-        return model
-    if compiled:
-        loss = model.loss
-    else:
-        loss = (
-            "binary_crossentropy"
-            if model.outputs[0].shape[-1] == 1
-            else "sparse_categorical_crossentropy"
-        )
-    optimizer = _optimizer(config["optimizer"], config["lr"], model.optimizer if compiled else None)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    if not compiled or config["optimizer"] is not None or config["lr"] is not None:
+        if compiled:
+            loss = model.loss
+        else:
+            loss = (
+                "binary_crossentropy"
+                if model.outputs[0].shape[-1] == 1
+                else "sparse_categorical_crossentropy"
+            )
+        current = model.optimizer if compiled else None
+        optimizer = _optimizer(config["optimizer"], config["lr"], current)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    spe = config.get("steps_per_execution", 1)
+    if spe > 1 and spe != model.get_compile_config().get("steps_per_execution", 1):
+        compile_config = {**model.get_compile_config(), "steps_per_execution": spe}
+        model.compile_from_config(compile_config)
     return model
 
 
@@ -515,6 +526,7 @@ def find_options(config: Mapping[str, Any]) -> dict[str, Any]:
     options = {k: config[k] for k in keys}
     options["layer_rates"] = dict(config["layer_rates"]) or None
     options["validation_split"] = config["validation_split"] or None
+    options["early_bird"] = config["early_bird"] or None
     return options
 
 

@@ -260,6 +260,7 @@ def find_ticket(
         verbose=verbose,
         fit_kwargs=fit_kwargs,
     )
+    _check_steps_per_execution(ticket.steps_per_execution, training, steps, rewind_to, eb)
     start = 0
     checkpoint = None
     if run_dir is not None:
@@ -307,7 +308,9 @@ def find_ticket(
         early = None
         if eb is not None and r < n_prunes:  # the final ticket trains for the full length
             total = _total_steps(train, epochs, steps, batch_size)
-            early = _early_bird_callback(eb, weights, rates, r, config, total)
+            early = _early_bird_callback(
+                eb, weights, rates, r, config, total, ticket.steps_per_execution
+            )
             round_callbacks.append(early)
         round_record = _train(ticket, training, r, snapshot, round_callbacks)
         if early is not None:
@@ -630,6 +633,32 @@ class _Training:
         return self.data() if callable(self.data) else self.data
 
 
+def _check_steps_per_execution(spe: int, training: _Training, steps, rewind_to, eb) -> None:
+    """Every iteration the search acts on must end a compiled call of ``spe`` steps.
+
+    Keras calls back once per ``spe`` steps and, on an endless stream, runs whole
+    calls: an epoch of ``steps_per_epoch`` not divisible by ``spe`` would train
+    longer than asked, and θk or an early-bird check would land late.
+    """
+    if spe == 1:
+        return
+    counts = {
+        "the iterations per fit epoch (eval_every, or one pass over the data)": (
+            training.steps_per_epoch
+        ),
+        "steps": steps,
+        "rewind_to": rewind_to if isinstance(rewind_to, int) else None,
+        "the early-bird check_every": None if eb is None else eb.check_every,
+    }
+    for what, n in counts.items():
+        if n and n % spe:
+            raise ValueError(
+                f"steps_per_execution={spe} (from the model's compile()) must divide {what}, "
+                f"which is {n}: Keras runs whole calls of {spe} steps. Use a multiple of {spe} "
+                f"there, or compile with a steps_per_execution that divides {n}."
+            )
+
+
 def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRecord:
     """Train one round and describe it."""
     # The evaluation curve runs first, so user callbacks see val_loss / val_accuracy.
@@ -746,11 +775,12 @@ def _next_masks(
     return masks
 
 
-def _early_bird_callback(eb, weights, rates, r, c, total) -> EarlyBirdStop:
+def _early_bird_callback(eb, weights, rates, r, c, total, spe=1) -> EarlyBirdStop:
     """Watch the mask round ``r``'s pruning would make (magnitude rule, before any control).
 
     Checked every ``eb.check_every`` iterations, by default 20 times per round
-    of ``total`` iterations (each epoch if ``total`` is unknown).
+    of ``total`` iterations (each epoch if ``total`` is unknown), rounded up to
+    whole calls of ``spe`` steps.
     """
     next_round = c["rounds"] if c["one_shot"] else r + 1
 
@@ -759,7 +789,7 @@ def _early_bird_callback(eb, weights, rates, r, c, total) -> EarlyBirdStop:
         return _next_masks(weights, rates, next_round, *args)
 
     alive = {w.name: np.array(w.mask) for w in weights}
-    every = eb.check_every or (None if total is None else max(1, total // 20))
+    every = eb.check_every or (None if total is None else spe * max(1, -(-(total // 20) // spe)))
     return EarlyBirdStop(eb, predict, alive, every)
 
 
