@@ -1,14 +1,26 @@
 """Resumable searches: one crash-consistent checkpoint at the end of every round.
 
-A run directory holds::
+A run directory (checkpoint format 2) holds::
 
-    checkpoint.json      the manifest: last committed round, RNG state, fingerprint,
-                         options, and the SHA-256 of every file below
-    state.npz            θ0, the rewind point and the optimizer's initial state
-    round_<r>/           the files of round r: model.weights.h5 (the model, masks
-                         included), record.json and masks.npz (the LotteryRecord)
+    checkpoint.json      the manifest: format, last committed round, RNG state,
+                         fingerprint, options, and the SHA-256 of every file below
+    state.npz            written once, with round 0: θ0, the rewind point θk
+                         (``rewind_to=k``) and an optimizer state that a fresh
+                         optimizer would not re-create (rare: zero moments are not stored)
+    round_<r>/           the last committed round r: record.json (its metrics),
+                         masks.npz (every round's mask and the next round's, one
+                         bit per weight) and, where the next round needs them,
+                         weights.npz (the current weights, one copy)
     record.json          a copy of the committed round's record, for readers
     .lock                held while a process works in the directory
+
+A round is committed *after* its pruning: the next round starts from the
+rewind point and the new masks, so a ``rewind``, ``reinit``, ``rearrange`` or
+``random_prune`` round adds only the masks (1/32 of a float32 model per
+round) and its record.  ``continue``, ``finetune`` and ``lr_rewind`` keep the
+trained weights, so their round also stores those (one copy, replacing the
+previous round's); the final round stores the trained ticket.  A finished
+search's directory thus holds θ0, the ticket and the masks.
 
 A round's files are written under new names (``round_<r>/``), each by temp
 file + rename; then one atomic rename of ``checkpoint.json`` commits them all
@@ -17,7 +29,8 @@ at any point leaves the last committed round intact: resuming removes leftover
 temp files and uncommitted round folders and continues from there, bitwise as
 an uninterrupted run.  A file whose checksum does not match the manifest is
 reported, never used.  A run directory holding the fingerprint of another
-search (see :mod:`keras_lottery.fingerprint`) is refused.
+search (see :mod:`keras_lottery.fingerprint`) is refused, and so is one of
+keras-lottery 0.2.0 (format 1: a model file per round), with what to do.
 """
 
 from __future__ import annotations
@@ -25,23 +38,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import weakref
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from keras_lottery.files import atomic_save, atomic_write, file_sha256, is_temp_file
+from keras_lottery.bitmasks import PackedMasks
+from keras_lottery.files import atomic_write, file_sha256, is_temp_file
 from keras_lottery.fingerprint import differences
-from keras_lottery.record import LotteryRecord
+from keras_lottery.record import LotteryRecord, RoundRecord
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.npz"
 RECORD_COPY = "record.json"
 LOCK_FILE = ".lock"
-#: The files of one round, in ``round_<r>/``.
-ROUND_FILES = ("model.weights.h5", "record.json", "masks.npz")
+#: The layout written here; 0.2.0's manifests have no ``format`` (layout 1).
+FORMAT = 2
+#: The files of one round, in ``round_<r>/`` (``weights.npz`` only where needed).
+ROUND_FILES = ("record.json", "masks.npz")
+WEIGHTS_FILE = "weights.npz"
 #: Options that do not change the result, ignored when matching a run's config.
 _COSMETIC = ("verbose", "run_dir", "data_dir")
 
@@ -56,6 +75,10 @@ class RunDirInUseError(RuntimeError):
 
 class FingerprintMismatchError(ValueError):
     """The run directory holds a search of another model, data or options."""
+
+
+class CheckpointFormatError(CorruptCheckpointError):
+    """The run directory was written in another checkpoint layout (keras-lottery 0.2.0)."""
 
 
 class _Lock:
@@ -141,7 +164,13 @@ def committed_record(run_dir: str | os.PathLike) -> LotteryRecord | None:
     manifest = read_manifest(run_dir)
     if manifest is None:
         return None
-    return LotteryRecord.load(Path(run_dir) / _round_dir(manifest["completed_round"]))
+    _check_format(Path(run_dir), manifest)
+    folder = Path(run_dir) / _round_dir(manifest["completed_round"])
+    record, _ = _read_round(folder)
+    with np.load(Path(run_dir) / STATE_FILE) as f:
+        key = "rewind" if any(k.startswith("rewind/") for k in f.files) else "theta0"
+        record.rewind_weights = _group(f, key)
+    return record
 
 
 def remove_leftovers(run_dir: str | os.PathLike, keep: set[str]) -> None:
@@ -157,6 +186,92 @@ def remove_leftovers(run_dir: str | os.PathLike, keep: set[str]) -> None:
             for p in (run_dir / sub).iterdir():
                 if is_temp_file(p.name):
                     p.unlink(missing_ok=True)
+
+
+def write_npz(path: Path, arrays: Iterable[tuple[str, Any]]) -> None:
+    """Write ``(name, array)`` pairs to an uncompressed ``.npz``, atomically.
+
+    The pairs are consumed one at a time, so a generator that reads one
+    variable per pair never holds more than one weight's copy.
+    """
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, value in arrays:
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asarray(value), allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def _group(npz, prefix: str) -> dict[str, np.ndarray]:
+    """``{rest: array}`` of the entries ``<prefix>/<rest>`` of an open ``.npz``."""
+    head = prefix + "/"
+    return {k[len(head) :]: npz[k] for k in npz.files if k.startswith(head)}
+
+
+def _packed_entries(prefix: str, masks: PackedMasks):
+    for name, (bits, shape) in masks.packed.items():
+        yield f"{prefix}/{name}", bits
+        yield f"shape/{prefix}/{name}", np.asarray(shape, dtype=np.int64)
+
+
+def _unpacked_group(npz, prefix: str) -> PackedMasks:
+    shapes = _group(npz, f"shape/{prefix}")
+    return PackedMasks(
+        {n: (bits, tuple(int(d) for d in shapes[n])) for n, bits in _group(npz, prefix).items()}
+    )
+
+
+def _write_round(folder: Path, record: LotteryRecord, next_masks: PackedMasks | None) -> None:
+    """``masks.npz`` (every round's mask, packed, and the next round's) and ``record.json``."""
+    entries = []
+    for r in record.rounds:
+        entries += _packed_entries(f"round{r.round}", PackedMasks.pack(r.masks))
+    if next_masks is not None:
+        entries += _packed_entries("next", next_masks)
+    write_npz(folder / "masks.npz", entries)
+    atomic_write(folder / "record.json", lambda f: f.write(record.to_json().encode()))
+
+
+def _read_round(folder: Path) -> tuple[LotteryRecord, PackedMasks | None]:
+    """The record (masks packed) and the next round's masks that ``_write_round`` wrote."""
+    data = json.loads((folder / "record.json").read_text())
+    record = LotteryRecord(config=data["config"])
+    with np.load(folder / "masks.npz") as f:
+        for rd in data["rounds"]:
+            rd.pop("percent_remaining", None)
+            rd["masks"] = _unpacked_group(f, f"round{rd['round']}")
+            record.rounds.append(RoundRecord(**rd))
+        has_next = any(k.startswith("next/") for k in f.files)
+        next_masks = _unpacked_group(f, "next") if has_next else None
+    return record, next_masks
+
+
+def _check_format(run_dir: Path, manifest: Mapping[str, Any]) -> None:
+    found = manifest.get("format", 1)
+    if found != FORMAT:
+        raise CheckpointFormatError(
+            f"{run_dir} holds a checkpoint of layout {found} (a model file per round, "
+            f"keras-lottery 0.2.0); this version reads layout {FORMAT} only. Finish that "
+            "run with keras-lottery 0.2.0, or delete the directory (or use another "
+            "run_dir) to start the search again; its finished rounds' metrics are in "
+            f"{run_dir / RECORD_COPY}."
+        )
+
+
+@dataclass
+class Resumed:
+    """What :meth:`RunCheckpoint.load` restores: the search as its last round committed it."""
+
+    round: int
+    record: LotteryRecord
+    #: ``"rewind"`` (θk, absent for θ0) and ``"optimizer0"`` arrays, by name
+    state: dict[str, dict[str, np.ndarray]]
+    #: the masks the next round trains with (``None`` after the final round)
+    next_masks: PackedMasks | None
+    #: the weights to continue from (keep-trained strategies, the final ticket), by path
+    weights: dict[str, np.ndarray] | None
 
 
 class RunCheckpoint:
@@ -183,6 +298,7 @@ class RunCheckpoint:
         self.fingerprint = fingerprint
         self.writable = writable
         self._lock = None
+        self._state_digest: str | None = None
         if writable:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock = lock_run_dir(self.dir)
@@ -191,29 +307,56 @@ class RunCheckpoint:
         """Release this object's hold on the lock."""
         self._lock = None
 
-    def save(self, round_: int, model, record: LotteryRecord, state: dict[str, list], rng) -> None:
-        """Commit round ``round_``: its files, then the manifest, then remove the old ones."""
-        if not self.writable:  # saving runs collective ops: stay in step, keep nothing
-            with tempfile.TemporaryDirectory() as scratch:
-                model.save_weights(Path(scratch) / "model.weights.h5")
+    def save(
+        self,
+        round_: int,
+        record: LotteryRecord,
+        rng: np.random.Generator,
+        *,
+        state: Mapping[str, Mapping[str, Any]],
+        next_masks: PackedMasks | None = None,
+        weights: Iterable[tuple[str, Any]] | None = None,
+    ) -> None:
+        """Commit round ``round_``: its files, then the manifest, then remove the old ones.
+
+        Args:
+            record: the search's record up to this round.
+            rng: the search's generator, as the next round will use it.
+            state: ``{"theta0": {path: array}, "rewind": ..., "optimizer0": ...}``,
+                written to ``state.npz`` once (with round 0, or if missing).
+            next_masks: the masks of the next round (``None`` after the last).
+            weights: ``(path, variable or array)`` pairs to continue from, read
+                one at a time; ``None`` where the next round needs no weights.
+        """
+        if not self.writable:
             return
         sub = _round_dir(round_)
         folder = self.dir / sub
         if folder.exists():  # an uncommitted leftover of a crash
             shutil.rmtree(folder)
         folder.mkdir()
-        if round_ == 0 or not (self.dir / STATE_FILE).exists():
-            arrays = {f"{k}/{i}": v for k, vs in state.items() for i, v in enumerate(vs)}
-            atomic_write(self.dir / STATE_FILE, lambda f: np.savez(f, **arrays))
-        atomic_save(folder / "model.weights.h5", model.save_weights)
-        record.save(folder)
-        files = [STATE_FILE] + [f"{sub}/{n}" for n in ROUND_FILES]
+        state_file = self.dir / STATE_FILE
+        if round_ == 0 or not state_file.exists():  # θ0 and the rewind point: once per run
+            write_npz(
+                state_file, ((f"{k}/{n}", v) for k, vs in state.items() for n, v in vs.items())
+            )
+            self._state_digest = file_sha256(state_file)
+        elif self._state_digest is None:
+            self._state_digest = file_sha256(state_file)
+        names = [f"{sub}/{n}" for n in ROUND_FILES]
+        if weights is not None:
+            write_npz(folder / WEIGHTS_FILE, weights)
+            names.append(f"{sub}/{WEIGHTS_FILE}")
+        _write_round(folder, record, next_masks)
+        files = {STATE_FILE: self._state_digest}
+        files.update({name: file_sha256(self.dir / name) for name in names})
         manifest = {
+            "format": FORMAT,
             "completed_round": round_,
             "config": _comparable(self.config),
             "fingerprint": self.fingerprint,
             "rng": rng.bit_generator.state,
-            "files": {name: file_sha256(self.dir / name) for name in files},
+            "files": files,
         }
         text = json.dumps(manifest, indent=2, default=str).encode()
         atomic_write(self.dir / MANIFEST, lambda f: f.write(text))  # the commit
@@ -242,14 +385,16 @@ class RunCheckpoint:
                     "differ); use another run_dir for a new run, or delete this one."
                 )
 
-    def load(self, model, rng) -> tuple[int, LotteryRecord, dict[str, list]] | None:
-        """Restore the last committed round into ``model`` and ``rng``.
+    def load(self, rng: np.random.Generator) -> Resumed | None:
+        """Restore ``rng`` and read the last committed round.
 
-        Returns ``(round, record, state)``, or ``None`` if ``run_dir`` holds no
-        committed round yet (leftovers of a crashed first round are removed).
+        θ0 itself is not read back: the fingerprint has shown that the
+        caller's θ0 is the stored one.  Returns ``None`` if ``run_dir`` holds
+        no committed round yet (leftovers of a crashed first round are removed).
 
         Raises:
             FingerprintMismatchError: the directory holds another search.
+            CheckpointFormatError: it was written by keras-lottery 0.2.0.
             CorruptCheckpointError: a committed file is missing or altered.
         """
         manifest = read_manifest(self.dir)
@@ -257,6 +402,7 @@ class RunCheckpoint:
             if self.writable:
                 remove_leftovers(self.dir, keep=set())
             return None
+        _check_format(self.dir, manifest)
         self._check_identity(manifest)
         for name, digest in manifest["files"].items():
             file = self.dir / name
@@ -265,17 +411,19 @@ class RunCheckpoint:
                     f"Checkpoint file {file} is missing or corrupt (checksum mismatch); "
                     f"delete {self.dir} to start the run again."
                 )
+        self._state_digest = manifest["files"][STATE_FILE]
         r = int(manifest["completed_round"])
         sub = _round_dir(r)
         if self.writable:
             remove_leftovers(self.dir, keep={sub})
-        model.load_weights(self.dir / sub / "model.weights.h5")
         rng.bit_generator.state = manifest["rng"]
         with np.load(self.dir / STATE_FILE) as f:
-            state: dict[str, list] = {}
-            for key in sorted(f.files, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
-                state.setdefault(key.split("/")[0], []).append(f[key])
-        record = LotteryRecord.load(self.dir / sub)
+            state = {k: _group(f, k) for k in ("rewind", "optimizer0")}
+        record, next_masks = _read_round(self.dir / sub)
+        weights = None
+        if (self.dir / sub / WEIGHTS_FILE).exists():
+            with np.load(self.dir / sub / WEIGHTS_FILE) as f:
+                weights = {k: f[k] for k in f.files}
         if self.writable and (
             not (self.dir / RECORD_COPY).exists()
             or (self.dir / RECORD_COPY).read_bytes()
@@ -283,4 +431,4 @@ class RunCheckpoint:
         ):  # a crash between the commit and the copy
             copy = (self.dir / sub / "record.json").read_bytes()
             atomic_write(self.dir / RECORD_COPY, lambda f: f.write(copy))
-        return r, record, state
+        return Resumed(r, record, state, next_masks, weights)

@@ -29,13 +29,20 @@ def per_round_rate(target_sparsity: float, rounds: int) -> float:
 
 
 def _top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
-    """Mask keeping the ``k`` highest scores among ``alive`` positions."""
-    flat_scores = np.where(alive.ravel() > 0, scores.ravel(), -np.inf)
-    k = min(k, int(alive.sum()))
-    keep = np.zeros(flat_scores.size, dtype=alive.dtype)
+    """Mask keeping the ``k`` highest scores among ``alive`` positions.
+
+    The k-th highest score is found by partial selection (``np.partition``,
+    linear time, no full sort); among scores equal to it the first positions
+    are kept, exactly as a stable sort would.
+    """
+    flat = np.where(alive.ravel() > 0, scores.ravel(), -np.inf)
+    k = min(k, int(np.count_nonzero(alive)))
+    keep = np.zeros(flat.size, dtype=alive.dtype)
     if k > 0:
-        order = np.argsort(-flat_scores, kind="stable")
-        keep[order[:k]] = 1
+        kth = np.partition(flat, flat.size - k)[flat.size - k]
+        above = flat > kth
+        keep[above] = 1
+        keep[np.flatnonzero(flat == kth)[: k - int(np.count_nonzero(above))]] = 1
     return keep.reshape(alive.shape)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import pruning, structure
+from keras_lottery.bitmasks import PackedMasks
 from keras_lottery.callbacks import (
     DivergenceGuard,
     EvaluationCurve,
@@ -57,6 +58,8 @@ from keras_lottery.record import LotteryRecord, RoundRecord
 
 #: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
 STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
+#: Strategies whose next round starts from the trained weights (checkpointed each round).
+_KEEP_TRAINED = ("continue", "finetune", "lr_rewind")
 SCOPES = ("layerwise", "global")
 GRANULARITIES = ("weight", "unit")
 
@@ -237,15 +240,14 @@ def find_ticket(
                 "iterations per round; choose k < that (e.g. 0.1%-7% of training)."
             )
 
-    # 1. θ0: the user's weights, and the optimizer's initial state.
+    # 1. θ0: the user's weights (the one copy a search holds), and the optimizer's start.
     ticket.optimizer.build(ticket.trainable_variables)
     rows = ticket.coverage().rows  # every weight of the model, once, with a unique path
     state = [row.variable for row in rows]
-    saved = {
-        "theta0": [np.array(v) for v in state],
-        "optimizer0": [np.array(v) for v in ticket.optimizer.variables],
-    }
-    saved["rewind"] = saved["theta0"]
+    paths = [row.path for row in rows]
+    theta0 = [np.array(v) for v in state]
+    rewind = theta0  # θ0, or θk once round 0 reaches iteration k
+    optimizer0 = _OptimizerStart(ticket.optimizer)
     record = LotteryRecord(config=config)
     rng = np.random.default_rng(seed)
     training = _Training.create(
@@ -262,40 +264,39 @@ def find_ticket(
     )
     _check_steps_per_execution(ticket.steps_per_execution, training, steps, rewind_to, eb)
     start = 0
+    next_masks = None  # the masks of the coming round, made by the last pruning
     checkpoint = None
     if run_dir is not None:
         splits = (train, validation_data, test_data)
         data_id = data_fingerprint(data, splits, data_version)
         checkpoint = RunCheckpoint(
-            run_dir, config, fingerprint(saved["theta0"], data_id, config), writable=is_chief()
+            run_dir, config, fingerprint(theta0, data_id, config), writable=is_chief()
         )
-    if checkpoint is not None:
-        resumed = checkpoint.load(ticket, rng)
+        resumed = checkpoint.load(rng)
         if resumed is not None:
-            last, record, saved = resumed
-            start = last + 1
+            # Stored in model order: this model's layer names may differ (Keras numbers them).
+            names = [w.name for w in weights]
+            start, record = resumed.round + 1, resumed.record
+            if resumed.state["rewind"]:
+                rewind = list(resumed.state["rewind"].values())
+            optimizer0.stored.update(resumed.state["optimizer0"])
+            if resumed.weights is not None:  # kept-trained weights, or the finished ticket
+                for var, value in zip(state, resumed.weights.values()):
+                    var.assign(value)
+            last = resumed.next_masks or record.final.masks
+            next_masks = PackedMasks(dict(zip(names, last.packed.values())))
+            if resumed.next_masks is None:  # a finished search: the ticket's masks
+                ticket.set_masks(next_masks)
+    if rewind is not theta0 and start > 0:
+        theta0 = None  # stored in the run directory already; θk is the rewind point
 
     for r in range(start, n_prunes + 1):
         if r > 0:
-            # 3. Prune p% of the trained weights, creating the next masks.
-            target_round = rounds if one_shot else r
-            new_masks = _next_masks(
-                weights,
-                rates,
-                target_round,
-                scope,
-                strategy,
-                granularity,
-                unit_criterion,
-                rng,
-                keep_current=gradual is not None,
-            )
-            # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer.
-            _reset(ticket, state, strategy, saved["rewind"], seed, r)
-            _restore_optimizer(
-                ticket.optimizer, saved["optimizer0"], rewind_to, strategy, finetune_lr_scale
-            )
-            ticket.set_masks(new_masks)  # and pruned weights to exactly 0
+            # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
+            # and apply the masks the last pruning made.
+            _reset(ticket, state, strategy, rewind, seed, r)
+            optimizer0.restore(ticket.optimizer, rewind_to, strategy, finetune_lr_scale)
+            ticket.set_masks(next_masks)  # and pruned weights to exactly 0
         # 2. Train the network, arriving at θj.
         if seed is not None:
             keras.utils.set_random_seed(seed + r)  # same stream whether resumed or not
@@ -321,10 +322,36 @@ def find_ticket(
         if snapshot is not None:
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={rewind_to} was never reached in round 0.")
-            saved["rewind"] = snapshot.values
-        record.rewind_weights = {row.path: val for row, val in zip(rows, saved["rewind"])}
+            rewind = snapshot.values
+        record.rewind_weights = dict(zip(paths, rewind))
+        # 3. Prune p% of the trained weights, creating the next round's masks.
+        next_masks = None
+        if r < n_prunes:
+            next_masks = PackedMasks.pack(
+                _next_masks(
+                    weights,
+                    rates,
+                    rounds if one_shot else r + 1,
+                    scope,
+                    strategy,
+                    granularity,
+                    unit_criterion,
+                    rng,
+                    keep_current=gradual is not None,
+                )
+            )
         if checkpoint is not None:
-            checkpoint.save(r, ticket, record, saved, rng)
+            keep_weights = next_masks is None or strategy in _KEEP_TRAINED
+            checkpoint.save(
+                r,
+                record,
+                rng,
+                state=_stored_state(paths, theta0, rewind, optimizer0),
+                next_masks=next_masks,
+                weights=zip(paths, state) if keep_weights else None,
+            )
+        if rewind is not theta0:
+            theta0 = None  # written with round 0; only the rewind point θk is needed now
     if checkpoint is not None:
         checkpoint.close()
 
@@ -692,7 +719,7 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
             "weights without gradients (EMA weights, custom updates) moves them.",
             stacklevel=2,
         )
-    masks = {w.name: np.array(w.mask) for w in ticket.prunable_weights()}
+    masks = PackedMasks.pack({w.name: w.mask for w in ticket.prunable_weights()})
     every = sparsity(ticket)
     rec = RoundRecord(
         round=r,
@@ -740,12 +767,25 @@ def _next_masks(
     ``keep_current``: the masks were already pruned during training (gradual
     pruning); only the strategy's transformation (rearrange) applies.
     """
+    if keep_current:
+        scope, granularity = "layerwise", "weight"
+    n_m = _n_m(granularity)
+    if scope == "layerwise" and granularity == "weight" and strategy != "random_prune":
+        # The default rule reads one weight at a time: no copy of the whole model.
+        masks = {}
+        for w in weights:
+            mask = np.asarray(w.mask)
+            k = int(mask.sum()) if keep_current else _keep(w, rates, target_round)
+            new = pruning.magnitude_layerwise(
+                {w.name: np.asarray(w.kernel)}, {w.name: mask}, {w.name: k}
+            )
+            masks.update(PackedMasks.pack(new).packed)
+        masks = PackedMasks(masks)
+        return pruning.rearrange(masks, rng) if strategy == "rearrange" else masks
     current = {w.name: np.array(w.mask) for w in weights}
     keep = {n: pruning.keep_count(m.size, rates[n], target_round) for n, m in current.items()}
     if keep_current:
         keep = {n: int(m.sum()) for n, m in current.items()}
-        scope, granularity = "layerwise", "weight"
-    n_m = _n_m(granularity)
     if strategy == "random_prune" and granularity == "weight":
         return pruning.random_prune(current, keep, rng)
     trained = {w.name: np.array(w.kernel) for w in weights}
@@ -773,6 +813,10 @@ def _next_masks(
     elif strategy == "rearrange":
         masks = pruning.rearrange(masks, rng)
     return masks
+
+
+def _keep(w, rates, target_round) -> int:
+    return pruning.keep_count(int(np.prod(w.kernel.shape)), rates[w.name], target_round)
 
 
 def _early_bird_callback(eb, weights, rates, r, c, total, spe=1) -> EarlyBirdStop:
@@ -943,7 +987,7 @@ def _reseeded(config: Any, seed: int | None) -> Any:
     return reseed(config)
 
 
-def _fresh_values(model: keras.Model, seed: int | None) -> list[np.ndarray]:
+def _fresh_values(model: keras.Model, seed: int | None) -> list:
     """New initial values for every weight of ``model`` (the reinit control).
 
     The model is rebuilt from its config with reseeded initializers, which
@@ -966,12 +1010,12 @@ def _fresh_values(model: keras.Model, seed: int | None) -> list[np.ndarray]:
             f"strategy='reinit': model '{model.name}' rebuilt from its config has other "
             "weights than the original; its get_config() does not describe it fully."
         )
-    return [np.array(v) for v in theirs]
+    return [v.value for v in theirs]
 
 
 def _reset(ticket, state, strategy, rewind_values, seed, r):
     """Step 4: set the (non-mask) weights for the next round."""
-    if strategy in ("continue", "finetune", "lr_rewind"):
+    if strategy in _KEEP_TRAINED:
         return  # keep training the trained weights (Han et al.)
     if strategy == "reinit":
         round_seed = None if seed is None else seed + 7919 * (r + 1)
@@ -983,10 +1027,42 @@ def _reset(ticket, state, strategy, rewind_values, seed, r):
         var.assign(value)
 
 
-def _restore_optimizer(optimizer, initial, rewind_to, strategy, lr_scale):
-    for var, value in zip(optimizer.variables, initial):
-        var.assign(value)
-    if isinstance(rewind_to, int) and strategy in ("rewind", "lr_rewind"):
-        optimizer.iterations.assign(rewind_to)
-    if strategy == "finetune":
-        optimizer.learning_rate = float(np.asarray(optimizer.learning_rate)) * lr_scale
+class _OptimizerStart:
+    """The optimizer's initial state, without a copy of what a fresh optimizer holds.
+
+    A variable holding one value everywhere (zero moments, the iteration
+    counter, the learning rate) is kept as that value and re-created on
+    restore; only another state (an optimizer that was already used) is
+    copied, into :attr:`stored` (by index, as ``state.npz`` holds it).
+    """
+
+    def __init__(self, optimizer):
+        self.fills: list[Any] = []
+        self.stored: dict[str, np.ndarray] = {}
+        for i, var in enumerate(optimizer.variables):
+            low = keras.ops.convert_to_numpy(keras.ops.min(var))
+            high = keras.ops.convert_to_numpy(keras.ops.max(var))
+            self.fills.append(low if low == high else None)
+            if low != high:
+                self.stored[str(i)] = np.array(var)
+
+    def restore(self, optimizer, rewind_to, strategy, lr_scale) -> None:
+        for i, var in enumerate(optimizer.variables):
+            if str(i) in self.stored:
+                var.assign(self.stored[str(i)])
+            else:
+                var.assign(keras.ops.full(var.shape, self.fills[i], dtype=var.dtype))
+        if isinstance(rewind_to, int) and strategy in ("rewind", "lr_rewind"):
+            optimizer.iterations.assign(rewind_to)
+        if strategy == "finetune":
+            optimizer.learning_rate = float(np.asarray(optimizer.learning_rate)) * lr_scale
+
+
+def _stored_state(paths, theta0, rewind, optimizer0) -> dict[str, dict[str, Any]]:
+    """What ``state.npz`` holds: θ0, θk if it differs, an optimizer start not re-creatable."""
+    state: dict[str, dict[str, Any]] = {"optimizer0": optimizer0.stored}
+    if theta0 is not None:
+        state["theta0"] = dict(zip(paths, theta0))
+    if rewind is not theta0:
+        state["rewind"] = dict(zip(paths, rewind))
+    return state
