@@ -19,48 +19,28 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from common import RUNS, save_json
+from common import RUNS, kl, save_json
 
 from keras_lottery.record import LotteryRecord
 
 
 def movement(theta0, trained, mask) -> dict:
-    delta = np.abs(trained - theta0)
-    keep, pruned = mask > 0, mask == 0
-    out = {
-        "kept_fraction": float(keep.mean()),
-        "mean_move_kept": float(delta[keep].mean()),
-        "mean_move_pruned": float(delta[pruned].mean()) if pruned.any() else None,
-        "mean_abs_theta0_kept": float(np.abs(theta0[keep]).mean()),
-        "mean_abs_theta0_pruned": float(np.abs(theta0[pruned]).mean()) if pruned.any() else None,
-    }
-    if out["mean_move_pruned"]:
-        out["move_ratio_kept_over_pruned"] = out["mean_move_kept"] / out["mean_move_pruned"]
-    return out
+    """:func:`keras_lottery.weight_movement` of one layer, in this results file's keys."""
+    row = kl.weight_movement({"w": theta0}, {"w": trained}, {"w": mask})["w"]
+    for side in ("kept", "pruned"):
+        row[f"mean_abs_theta0_{side}"] = row.pop(f"mean_abs_initial_{side}")
+    return row
 
 
 def connectivity(masks: list[np.ndarray]) -> list[dict]:
-    """Per Dense layer: incoming connections per unit and disconnected units."""
-    rows = []
-    for i, m in enumerate(masks):
-        fan_in = m.sum(axis=0)  # per output unit of this layer
-        row = {
-            "layer": i,
-            "shape": list(m.shape),
-            "remaining": float(m.mean()),
-            "in_per_unit_mean": float(fan_in.mean()),
-            "in_per_unit_min": int(fan_in.min()),
-            "in_per_unit_max": int(fan_in.max()),
-            "units_no_input": int((fan_in == 0).sum()),
-        }
-        if i + 1 < len(masks):
-            fan_out = masks[i + 1].sum(axis=1)
-            row["units_no_output"] = int((fan_out == 0).sum())
+    """:func:`keras_lottery.connectivity` per Dense layer, plus units cut on both sides."""
+    rows = kl.connectivity({str(i): m for i, m in enumerate(masks)})
+    for i, row in enumerate(rows):
+        row["layer"] = int(row.pop("weight"))
+        if "units_dead" in row:
+            fan_in, fan_out = masks[i].sum(axis=0), masks[i + 1].sum(axis=1)
             row["units_fully_disconnected"] = int(((fan_in == 0) & (fan_out == 0)).sum())
-            row["units_dead_either_side"] = int(((fan_in == 0) | (fan_out == 0)).sum())
-        if i == 0:
-            row["inputs_unused"] = int((m.sum(axis=1) == 0).sum())
-        rows.append(row)
+            row["units_dead_either_side"] = row.pop("units_dead")
     return rows
 
 
