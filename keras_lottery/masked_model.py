@@ -128,7 +128,7 @@ class MaskedModel(keras.Model):
         """
         for pw in self._pruned:
             if pw.name in masks:
-                pw.mask.assign(np.asarray(masks[pw.name]).astype(bool))
+                pw.mask.assign(ops.cast(ops.convert_to_tensor(masks[pw.name]), "bool"))
         self.apply_masks()
         self._clear_optimizer_state()
 
@@ -137,27 +137,27 @@ class MaskedModel(keras.Model):
         if optimizer is None or not optimizer.built:
             return
         for pw in self._pruned:
-            keep = np.asarray(pw.mask)
-            if keep.all():
-                continue
             # Keras names a slot "<weight path with _>_<slot name>" (add_variable_from_reference).
             prefix = pw.kernel.path.replace("/", "_") + "_"
             for slot in optimizer.variables:
-                if slot.name.startswith(prefix) and tuple(slot.shape) == keep.shape:
-                    value = np.asarray(slot)
-                    if np.any(value[~keep]):
-                        slot.assign(np.where(keep, value, 0).astype(value.dtype))
+                if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(pw.mask.shape):
+                    slot.assign(ops.where(pw.mask, slot, ops.zeros((), dtype=slot.dtype)))
 
     def apply_masks(self) -> int:
-        """Set every pruned weight to exactly 0; returns how many were not 0."""
+        """Set every pruned weight to exactly 0; returns how many were not 0.
+
+        Computed with ``keras.ops`` on the variables' device: only the count
+        comes back to the host.
+        """
         moved = 0
         for pw in self._pruned:
-            value = np.asarray(pw.kernel)
-            keep = np.asarray(pw.mask)
-            stray = int(np.count_nonzero(value[~keep]))
+            zero = ops.zeros((), dtype=pw.kernel.dtype)
+            stray = int(
+                ops.convert_to_numpy(ops.count_nonzero(ops.where(pw.mask, zero, pw.kernel)))
+            )
             if stray:
                 moved += stray
-                pw.kernel.assign(np.where(keep, value, 0).astype(value.dtype))
+                pw.kernel.assign(ops.where(pw.mask, pw.kernel, zero))
         return moved
 
     def coverage(self) -> Coverage:

@@ -170,3 +170,21 @@ def test_partial_selection_keeps_what_a_stable_sort_keeps():
         expected = np.zeros(n, bool)
         expected[order[: min(k, int(alive.sum()))]] = True
         np.testing.assert_array_equal(pruning._top_k(scores, alive, k), expected)
+
+
+def test_the_train_step_is_traced_once_for_all_rounds(small, monkeypatch):
+    traced, starts = [], []
+    call = kl.MaskedModel.call
+
+    def counting_call(self, inputs, training=None):
+        traced.append(training)  # Python runs here only while tracing (or eagerly)
+        return call(self, inputs, training)
+
+    class Rounds(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            starts.append(len(traced))
+
+    monkeypatch.setattr(kl.MaskedModel, "call", counting_call)
+    kl.find_ticket(mlp(), small, rounds=3, callbacks=[Rounds()], **OPTS)
+    assert len(starts) == 4 and True in traced
+    assert True not in traced[starts[1] :], traced  # masks and weights change as variables
