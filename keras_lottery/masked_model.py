@@ -141,23 +141,28 @@ class MaskedModel(keras.Model):
             prefix = pw.kernel.path.replace("/", "_") + "_"
             for slot in optimizer.variables:
                 if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(pw.mask.shape):
-                    slot.assign(ops.where(pw.mask, slot, ops.zeros((), dtype=slot.dtype)))
+                    slot.assign(
+                        ops.where(pw.mask.value, slot.value, ops.zeros((), dtype=slot.dtype))
+                    )
 
     def apply_masks(self) -> int:
         """Set every pruned weight to exactly 0; returns how many were not 0.
 
-        Computed with ``keras.ops`` on the variables' device: only the count
+        Computed with ``keras.ops`` on the variables' device (their ``.value``:
+        JAX no longer converts Keras variables inside ``where``); only the count
         comes back to the host.
         """
         moved = 0
         for pw in self._pruned:
             zero = ops.zeros((), dtype=pw.kernel.dtype)
             stray = int(
-                ops.convert_to_numpy(ops.count_nonzero(ops.where(pw.mask, zero, pw.kernel)))
+                ops.convert_to_numpy(
+                    ops.count_nonzero(ops.where(pw.mask.value, zero, pw.kernel.value))
+                )
             )
             if stray:
                 moved += stray
-                pw.kernel.assign(ops.where(pw.mask, pw.kernel, zero))
+                pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
         return moved
 
     def coverage(self) -> Coverage:
