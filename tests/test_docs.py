@@ -86,6 +86,24 @@ def test_readme_links_point_at_files_that_exist():
     assert not missing, f"README links to missing files: {missing}"
 
 
+def test_heading_anchors_in_links_exist():
+    """``page.md#anchor`` links name a heading of that page as the docs site spells it."""
+    from markdown.extensions.toc import slugify
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([^)#\s]*\.md)#([^)\s]+)\)", text):
+            linked = (page.parent / target).resolve()
+            if not linked.exists():
+                continue  # missing files are the other tests' business
+            headings = re.findall(r"^#+\s+(.+?)\s*$", linked.read_text(encoding="utf-8"), re.M)
+            if anchor not in {slugify(h, "-") for h in headings}:
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
+    assert not broken, f"links to headings that do not exist: {broken}"
+
+
 @pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path):
     (code,) = python_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
