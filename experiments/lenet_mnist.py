@@ -50,7 +50,7 @@ def run_name(args) -> str:
     if args.rewind_to != "init":
         name += f"_k{args.rewind_to}"
     if args.early_bird:
-        name += "_eb"
+        name += "_eb" if args.early_bird_tolerance == 0.1 else f"_eb{args.early_bird_tolerance:g}"
     if args.steps != 3000:  # the full-length protocol (50,000) and other lengths
         name += f"_n{args.steps}"
     return name
@@ -67,6 +67,12 @@ def main(argv=None):
     p.add_argument("--one-shot", action="store_true")
     p.add_argument("--rewind-to", default="init", help="'init' or an iteration k")
     p.add_argument("--early-bird", action="store_true", help="stop rounds when the mask settles")
+    p.add_argument(
+        "--early-bird-tolerance",
+        type=float,
+        default=0.1,
+        help="largest mask distance over the window that stops a round (You et al.: 0.1)",
+    )
     p.add_argument("--steps-per-execution", type=int, default=1, help="same results, faster")
     p.add_argument("--train-size", type=int, default=None, help="cut the 55k set (tests)")
     p.add_argument("--test-size", type=int, default=None)
@@ -87,7 +93,9 @@ def main(argv=None):
             rate=0.2,
             output_rate=0.1,
             one_shot=args.one_shot,
-            early_bird=args.early_bird,
+            early_bird=kl.EarlyBird(tolerance=args.early_bird_tolerance)
+            if args.early_bird
+            else None,
             strategy=args.strategy,
             rewind_to=args.rewind_to,
             steps=args.steps,
