@@ -14,7 +14,7 @@ import pytest
 import keras_lottery as kl
 from keras_lottery import checkpoint, pruning
 from keras_lottery.bitmasks import PackedMasks
-from keras_lottery.search import _OptimizerStart
+from keras_lottery.search import _OptimizerStart, _seed_round
 
 OPTS = dict(steps=2, batch_size=20, seed=3, verbose=0)
 
@@ -170,6 +170,35 @@ def test_partial_selection_keeps_what_a_stable_sort_keeps():
         expected = np.zeros(n, bool)
         expected[order[: min(k, int(alive.sum()))]] = True
         np.testing.assert_array_equal(pruning._top_k(scores, alive, k), expected)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's caches")
+def test_rounds_keep_tensorflows_compiled_functions(small, monkeypatch):
+    """TF's global seed is set once: setting it clears the kernel caches, and the
+    next call of the traced train step re-optimises its graph (10-30 s for ResNet50)."""
+    import tensorflow as tf
+
+    models, calls = [mlp(), mlp()], []
+    set_seed = tf.random.set_seed
+    monkeypatch.setattr(tf.random, "set_seed", lambda s: (calls.append(s), set_seed(s)))
+    kl.find_ticket(models[0], small, rounds=3, **OPTS)
+    kl.find_ticket(models[1], small, rounds=2, strategy="reinit", **OPTS)
+    assert calls == [OPTS["seed"], OPTS["seed"]], calls  # once per search, none per round
+
+
+def test_seed_round_draws_like_keras_set_random_seed():
+    import random
+
+    def draws():
+        k = keras.ops.convert_to_numpy(keras.random.uniform((3,)))
+        return k.tolist(), np.random.rand(2).tolist(), random.random()
+
+    keras.utils.set_random_seed(11)
+    expected = draws()
+    keras.utils.set_random_seed(99)
+    draws()
+    _seed_round(11)
+    assert draws() == expected
 
 
 def test_the_train_step_is_traced_once_for_all_rounds(small, monkeypatch):
