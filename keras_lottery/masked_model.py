@@ -129,21 +129,39 @@ class MaskedModel(keras.Model):
         for pw in self._pruned:
             if pw.name in masks:
                 pw.mask.assign(ops.cast(ops.convert_to_tensor(masks[pw.name]), "bool"))
-        self.apply_masks()
+        for pw in self._pruned:  # as apply_masks, without counting on the host
+            zero = ops.zeros((), dtype=pw.kernel.dtype)
+            pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
         self._clear_optimizer_state()
 
     def _clear_optimizer_state(self) -> None:
         optimizer = getattr(self, "optimizer", None)
         if optimizer is None or not optimizer.built:
             return
-        for pw in self._pruned:
-            # Keras names a slot "<weight path with _>_<slot name>" (add_variable_from_reference).
-            prefix = pw.kernel.path.replace("/", "_") + "_"
-            for slot in optimizer.variables:
-                if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(pw.mask.shape):
-                    slot.assign(
-                        ops.where(pw.mask.value, slot.value, ops.zeros((), dtype=slot.dtype))
-                    )
+        for pw, slots in zip(self._pruned, self._optimizer_slots(optimizer)):
+            for slot in slots:
+                slot.assign(ops.where(pw.mask.value, slot.value, ops.zeros((), dtype=slot.dtype)))
+
+    def _optimizer_slots(self, optimizer) -> list[list]:
+        """Per pruned weight, the optimizer variables shaped like it (found once)."""
+        key = (id(optimizer), len(optimizer.variables))
+        if getattr(self, "_slots_key", None) != key:
+            found = []
+            for pw in self._pruned:
+                # Keras names a slot "<weight path with _>_<slot name>"
+                # (add_variable_from_reference).
+                prefix = pw.kernel.path.replace("/", "_") + "_"
+                shape = tuple(pw.mask.shape)
+                found.append(
+                    [
+                        slot
+                        for slot in optimizer.variables
+                        if slot.name.startswith(prefix) and tuple(slot.shape) == shape
+                    ]
+                )
+            object.__setattr__(self, "_slots_key", key)
+            object.__setattr__(self, "_slots", found)
+        return self._slots
 
     def apply_masks(self) -> int:
         """Set every pruned weight to exactly 0; returns how many were not 0.

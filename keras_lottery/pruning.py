@@ -37,13 +37,14 @@ def _top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
     """
     flat = np.where(alive.ravel() > 0, scores.ravel(), -np.inf)
     k = min(k, int(np.count_nonzero(alive)))
-    keep = np.zeros(flat.size, dtype=alive.dtype)
-    if k > 0:
-        kth = np.partition(flat, flat.size - k)[flat.size - k]
-        above = flat > kth
-        keep[above] = 1
-        keep[np.flatnonzero(flat == kth)[: k - int(np.count_nonzero(above))]] = 1
-    return keep.reshape(alive.shape)
+    if k <= 0:
+        return np.zeros_like(alive)
+    kth = np.partition(flat, flat.size - k)[flat.size - k]
+    keep = flat > kth  # a new bool array: no masked assignment over the whole layer
+    missing = k - int(np.count_nonzero(keep))
+    if missing:
+        keep[np.flatnonzero(flat == kth)[:missing]] = True
+    return keep.astype(alive.dtype, copy=False).reshape(alive.shape)
 
 
 def magnitude_layerwise(

@@ -1075,6 +1075,8 @@ class _OptimizerStart:
         for i, var in enumerate(optimizer.variables):
             if str(i) in self.stored:
                 var.assign(self.stored[str(i)])
+            elif self.fills[i] == 0:  # zeros: cheaper than a filled broadcast on TensorFlow
+                var.assign(keras.ops.zeros(var.shape, dtype=var.dtype))
             else:
                 var.assign(keras.ops.full(var.shape, self.fills[i], dtype=var.dtype))
         if isinstance(rewind_to, int) and strategy in ("rewind", "lr_rewind"):
