@@ -7,6 +7,10 @@
   strategy, mean and min/max over seeds;
 * ``lenet_variants.png``: the same for iterative rewind vs one-shot,
   continue (Han et al.) and late rewinding;
+* ``lenet_full_length.png``: the same at the paper's 50,000 iterations per
+  round: rewind vs reinit, and early-bird rounds;
+* ``lenet_early_bird_cost.png``: test accuracy of the final ticket vs the
+  search's total training iterations (full IMP and early-bird, per seed);
 * ``xor_success.png``: success rate per XOR configuration (± 1 s.e.);
 * ``lenet_table.csv``: every round of every run, flat.
 """
@@ -34,15 +38,26 @@ LABELS = {
 }
 
 
-def load_runs() -> list[dict]:
+def load_runs(steps: int = 3000) -> list[dict]:
+    """Every LeNet run trained ``steps`` iterations per round."""
     runs = []
     for path in sorted(RESULTS.glob("lenet_*.json")):
-        runs.append(json.loads(path.read_text()))
+        run = json.loads(path.read_text())
+        if run["args"].get("steps", 3000) == steps:
+            runs.append(run)
     return runs
+
+
+def tolerance(run) -> float | None:
+    """The early-bird tolerance of a run, ``None`` without early-bird."""
+    a = run["args"]
+    return a.get("early_bird_tolerance", 0.1) if a.get("early_bird") else None
 
 
 def label(run) -> str:
     a = run["args"]
+    if tolerance(run) is not None:
+        return f"early-bird rounds, tolerance {tolerance(run):g} (rewind to θ0)"
     if a["one_shot"]:
         return "one-shot (rewind to θ0)"
     if a["rewind_to"] != "init":
@@ -90,6 +105,29 @@ def panel(groups, names, path, title):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def cost_plot(runs, path):
+    """Final ticket accuracy vs total training iterations of the search, per seed."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points = defaultdict(list)
+    for run in runs:
+        if run["args"]["strategy"] != "rewind":
+            continue
+        tol = tolerance(run)
+        name = "full IMP" if tol is None else f"early-bird, tolerance {tol:g}"
+        total = sum(row["iterations"] for row in run["rows"]) / 1000
+        points[name].append((total, 100 * run["rows"][-1]["final_test_accuracy"]))
+    for name, xy in sorted(points.items()):
+        ax.plot(*zip(*xy), "o", ms=7, label=name)
+    ax.set_xlabel("training iterations of the whole search (thousands)")
+    ax.set_ylabel("final ticket test accuracy (%), Pm 3.6")
+    ax.set_title("LeNet-300-100, 50,000 iterations per round, seeds 0 and 1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -159,7 +197,18 @@ def main():
         variants = [LABELS["rewind"], "one-shot (rewind to θ0)", LABELS["continue"]]
         variants += sorted(k for k in groups if k.startswith("late rewind"))
         panel(groups, variants, RESULTS / "lenet_variants.png", "LeNet-300-100: variants")
-        write_table(runs)
+    full = load_runs(steps=50000)
+    if full:
+        groups = grouped(full)
+        panel(
+            groups,
+            sorted(groups),
+            RESULTS / "lenet_full_length.png",
+            "LeNet-300-100 on MNIST, 50,000 iterations per round",
+        )
+        cost_plot(full, RESULTS / "lenet_early_bird_cost.png")
+    if runs or full:
+        write_table(runs + full)
     print(xor_plot())
 
 

@@ -89,6 +89,75 @@ def one_shot_table():
     return "\n".join(lines)
 
 
+#: seeds of the full-length (50,000 iterations per round) runs
+FULL_SEEDS = (0, 1)
+
+
+def mean_cell(rows, key="early_stop_test_accuracy"):
+    """``mean (min–max) @ mean early-stopping iteration`` over the rows present."""
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return "–"
+    acc = [100 * r[key] for r in rows]
+    it = [r["early_stop_iteration"] for r in rows]
+    return f"{sum(acc) / len(acc):.2f} ({min(acc):.2f}–{max(acc):.2f}) @ {sum(it) / len(it):.0f}"
+
+
+def full_length_table():
+    """Rewind vs reinit at 50,000 iterations per round: at early stop and at the end."""
+    names = {"rewind": "rewind_s{}_r15_n50000", "reinit": "reinit_s{}_r15_n50000"}
+    runs = {k: [by_pm(load(n.format(seed))) for seed in FULL_SEEDS] for k, n in names.items()}
+    pms = sorted({pm for rs in runs.values() for run in rs for pm in run}, reverse=True)
+    lines = [
+        "| Pm % | winning ticket at early stop | at 50,000 | reinit at early stop | at 50,000 |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for pm in pms:
+        cells = []
+        for k in names:
+            rows = [run.get(pm) for run in runs[k]]
+            cells.append(mean_cell(rows))
+            final = [100 * r["final_test_accuracy"] for r in rows if r is not None]
+            cells.append(f"{sum(final) / len(final):.2f}" if final else "–")
+        lines.append(f"| {pm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def early_bird_table():
+    """Cost and final ticket of full IMP vs early-bird rounds, per seed and mean."""
+    variants = (
+        ("full IMP (rewind θ0)", "rewind_s{}_r15_n50000"),
+        ("early-bird, tolerance 0.1", "rewind_s{}_r15_eb_n50000"),
+        ("early-bird, tolerance 0.2", "rewind_s{}_r15_eb0.2_n50000"),
+    )
+    lines = [
+        "| search | iterations (s0, s1) | × full IMP | rounds stopped early "
+        "| final ticket at 50,000 (s0, s1) | mean | − full IMP | at early stop, mean "
+        "| wall s (s0, s1) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    full_total = full_acc = None
+    for title, name in variants:
+        runs = [load(name.format(seed)) for seed in FULL_SEEDS]
+        if any(run is None for run in runs):
+            continue
+        totals = [sum(r["iterations"] for r in run["rows"]) for run in runs]
+        final = [100 * run["rows"][-1]["final_test_accuracy"] for run in runs]
+        at_es = [100 * run["rows"][-1]["early_stop_test_accuracy"] for run in runs]
+        stopped = [sum(r["iterations"] < run["args"]["steps"] for r in run["rows"]) for run in runs]
+        total, acc = sum(totals) / len(totals), sum(final) / len(final)
+        full_total = full_total or total
+        full_acc = full_acc if full_acc is not None else acc
+        stops = ", ".join(f"{n}/{len(run['rows'])}" for n, run in zip(stopped, runs))
+        walls = ", ".join(f"{run['wall_seconds_this_call']:.0f}" for run in runs)
+        lines.append(
+            f"| {title} | {', '.join(f'{t:,}' for t in totals)} | {total / full_total:.2f}× "
+            f"| {stops} | {', '.join(f'{a:.2f}' for a in final)} | {acc:.2f} "
+            f"| {acc - full_acc:+.2f} | {sum(at_es) / len(at_es):.2f} | {walls} |"
+        )
+    return "\n".join(lines)
+
+
 def xor_table():
     path = RESULTS / "xor_trials.jsonl"
     if not path.exists():
@@ -162,6 +231,8 @@ def tables() -> dict[str, str]:
         ["rewind_s0_r15", "continue_s0_r10", "rewind_s0_r10_k100"],
         ["rewind θ0", "continue (Han et al.)", "late rewind k=100"],
     )
+    out["full-length"] = full_length_table()
+    out["early-bird"] = early_bird_table()
     out["movement"], out["connectivity"] = movement_tables()
     out["xor"] = xor_table()
     return out
@@ -171,8 +242,8 @@ def update_readme(path=README) -> list[str]:
     """Replace each ``<!-- table:NAME -->`` ... ``<!-- /table -->`` block; return the names."""
     text, done = path.read_text(), []
     for name, table in tables().items():
-        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table -->)", re.S)
-        text, n = pattern.subn(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table -->)", re.S)
+        text, n = pattern.subn(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
         if n:
             done.append(name)
     path.write_text(text)
