@@ -11,6 +11,8 @@
   round: rewind vs reinit, and early-bird rounds;
 * ``lenet_early_bird_cost.png``: test accuracy of the final ticket vs the
   search's total training iterations (full IMP and early-bird, per seed);
+* ``lenet_retrain.png``: rewind to θ0 vs learning-rate rewinding vs fine-tuning,
+  5,000 iterations per round;
 * ``xor_success.png``: success rate per XOR configuration (± 1 s.e.);
 * ``lenet_table.csv``: every round of every run, flat.
 """
@@ -35,6 +37,7 @@ LABELS = {
     "rearrange": "random rearrange",
     "continue": "continue training (Han et al.)",
     "finetune": "fine-tune",
+    "lr_rewind": "learning-rate rewinding (Renda et al.)",
 }
 
 
@@ -207,8 +210,17 @@ def main():
             "LeNet-300-100 on MNIST, 50,000 iterations per round",
         )
         cost_plot(full, RESULTS / "lenet_early_bird_cost.png")
-    if runs or full:
-        write_table(runs + full)
+    retrain = load_runs(steps=5000)
+    if retrain:
+        groups = grouped(retrain)
+        panel(
+            groups,
+            sorted(groups),
+            RESULTS / "lenet_retrain.png",
+            "LeNet-300-100: rewind vs lr_rewind vs finetune, 5,000 iterations per round",
+        )
+    if runs or full or retrain:
+        write_table(runs + full + retrain)
     print(xor_plot())
 
 

@@ -123,6 +123,28 @@ def full_length_table():
     return "\n".join(lines)
 
 
+def retrain_table():
+    """Rewind to θ0 vs learning-rate rewinding vs fine-tuning, 5,000 iterations per round."""
+    names = {
+        "rewind": "rewind_s{}_r10_n5000",
+        "lr_rewind": "lr_rewind_s{}_r10_n5000",
+        "finetune": "finetune_s{}_r10_n5000",
+    }
+    runs = {k: [by_pm(load(n.format(seed))) for seed in FULL_SEEDS] for k, n in names.items()}
+    pms = sorted({pm for rs in runs.values() for run in rs for pm in run}, reverse=True)
+    head = " | ".join(f"{k} at early stop | at 5,000" for k in names)
+    lines = [f"| Pm % | {head} |", "|---:|" + "---:|" * (2 * len(names))]
+    for pm in pms:
+        cells = []
+        for k in names:
+            rows = [run.get(pm) for run in runs[k]]
+            cells.append(mean_cell(rows))
+            final = [100 * r["final_test_accuracy"] for r in rows if r is not None]
+            cells.append(f"{sum(final) / len(final):.2f}" if final else "–")
+        lines.append(f"| {pm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def early_bird_table():
     """Cost and final ticket of full IMP vs early-bird rounds, per seed and mean."""
     variants = (
@@ -233,6 +255,7 @@ def tables() -> dict[str, str]:
     )
     out["full-length"] = full_length_table()
     out["early-bird"] = early_bird_table()
+    out["retrain"] = retrain_table()
     out["movement"], out["connectivity"] = movement_tables()
     out["xor"] = xor_table()
     return out
