@@ -14,7 +14,11 @@ beyond its training: the time between one round's ``fit`` ending and the
 next one's starting (pruning, reset, checkpoint), plus how much longer the
 round's ``fit`` took than a warm plain ``fit`` of as many steps.
 
-    PYTHONPATH=. python benchmarks/scale.py --models lenet,resnet50 --rounds 2 --steps 2
+    PYTHONPATH=. python benchmarks/scale.py --models lenet,resnet50,bert --rounds 2,4 --steps 2 \
+        --plot benchmarks/scale.png
+
+``--rounds 2,4`` runs the two searches at each round count (plain ``fit`` once,
+at the largest), to show what grows with rounds: nothing should.
 """
 
 from __future__ import annotations
@@ -161,29 +165,96 @@ def measure(name: str, mode: str, rounds: int, steps: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(results: list[dict]) -> str:
-    rows = [
-        "| model | parameters | model MB | plain-fit peak MB | search extra peak MB "
-        "(no run_dir / run_dir) | run dir MB | checkpoint s/round | marginal s/round |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+def marginal(plain: dict, ckpt: dict) -> list[float]:
+    """Seconds per round beyond training: the gap between fits plus a slower fit's excess."""
+    warm = _bench.median(plain["fit_seconds"][1:])  # a warm fit of one round's steps
+    return [
+        gap + max(0.0, fit - warm)
+        for gap, fit in zip(ckpt["between_rounds"], ckpt["fit_seconds"][1:])
     ]
-    by = {(r["model"], r["mode"]): r for r in results}
-    for name in dict.fromkeys(r["model"] for r in results):
-        plain, search, ckpt = by[name, "plain"], by[name, "search"], by[name, "run_dir"]
-        warm = _bench.median(plain["fit_seconds"][1:])  # a warm fit of one round's steps
-        marginal = [
-            gap + max(0.0, fit - warm)
-            for gap, fit in zip(ckpt["between_rounds"], ckpt["fit_seconds"][1:])
-        ]
-        rows.append(
-            f"| {name} | {plain['params'] / 1e6:.2f} M | {plain['model_mb']:.0f} "
-            f"| {plain['peak_extra_mb']:.0f} "
-            f"| {search['peak_extra_mb'] - plain['peak_extra_mb']:+.0f} / "
-            f"{ckpt['peak_extra_mb'] - plain['peak_extra_mb']:+.0f} "
-            f"| {ckpt['run_dir_mb']:.1f} | {_bench.median(ckpt['checkpoint_seconds']):.2f} "
-            f"| {_bench.median(marginal):.2f} |"
+
+
+def rows(results: list[dict]) -> list[dict]:
+    """One row per (model, rounds): the search's cost over plain ``fit``."""
+    plains = {r["model"]: r for r in results if r["mode"] == "plain"}
+    by = {(r["model"], r["rounds"], r["mode"]): r for r in results}
+    out = []
+    for (name, rounds, mode), ckpt in by.items():
+        if mode != "run_dir":
+            continue
+        plain, search = plains[name], by[name, rounds, "search"]
+        out.append(
+            {
+                "model": name,
+                "rounds": rounds,
+                "params": plain["params"],
+                "model_mb": plain["model_mb"],
+                "plain_peak_mb": plain["peak_extra_mb"],
+                "search_extra_mb": search["peak_extra_mb"] - plain["peak_extra_mb"],
+                "run_dir_extra_mb": ckpt["peak_extra_mb"] - plain["peak_extra_mb"],
+                "run_dir_mb": ckpt["run_dir_mb"],
+                "checkpoint_s": _bench.median(ckpt["checkpoint_seconds"]),
+                "marginal_s": _bench.median(marginal(plain, ckpt)),
+            }
         )
-    return "\n".join(rows)
+    return out
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| model | rounds | parameters | model MB | plain-fit peak MB | search extra peak MB "
+        "(no run_dir / run_dir) | run dir MB (x model) | checkpoint s/round "
+        "| marginal s/round |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows(results):
+        lines.append(
+            f"| {r['model']} | {r['rounds']} | {r['params'] / 1e6:.2f} M | {r['model_mb']:.0f} "
+            f"| {r['plain_peak_mb']:.0f} "
+            f"| {r['search_extra_mb']:+.0f} / {r['run_dir_extra_mb']:+.0f} "
+            f"| {r['run_dir_mb']:.1f} ({r['run_dir_mb'] / r['model_mb']:.2f}x) "
+            f"| {r['checkpoint_s']:.2f} | {r['marginal_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Extra memory and run-directory size against the model's size, per round count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = rows(results)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for rounds in sorted({r["rounds"] for r in data}):
+        sel = sorted((r for r in data if r["rounds"] == rounds), key=lambda r: r["model_mb"])
+        mb = [r["model_mb"] for r in sel]
+        left.plot(mb, [r["run_dir_mb"] for r in sel], "o-", label=f"run dir, {rounds} rounds")
+        left.plot(
+            mb,
+            [max(r["run_dir_extra_mb"], 0.5) for r in sel],
+            "s--",
+            label=f"search extra peak, {rounds} rounds",
+        )
+        right.plot(mb, [r["marginal_s"] for r in sel], "o-", label=f"{rounds} rounds")
+    mb = sorted({r["model_mb"] for r in data})
+    for factor, style in ((1.5, ":"), (3, "-.")):
+        left.plot(mb, [factor * m for m in mb], "k" + style, lw=0.8, label=f"{factor:g}x model")
+    left.set(xscale="log", yscale="log", xlabel="model MB (float32)", ylabel="MB")
+    left.set_title("memory and disk beyond plain fit")
+    right.axhline(1.0, color="k", ls=":", lw=0.8, label="1 s target")
+    right.set(xscale="log", xlabel="model MB (float32)", ylabel="seconds per round")
+    right.set_title("marginal cost of a round beyond its steps")
+    for ax in (left, right):
+        for r in data:
+            if r["rounds"] == min(x["rounds"] for x in data):
+                ax.annotate(r["model"], (r["model_mb"], ax.get_ylim()[0]), fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -194,18 +265,23 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet,resnet50")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", default="2", help="round counts, e.g. 2,4")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--plot", help="write the plot (PNG) here")
     args = parser.parse_args()
+    counts = sorted(int(n) for n in args.rounds.split(","))
     results = []
     for name in args.models.split(","):
-        for mode in ("plain", "search", "run_dir"):
-            results.append(measure(name, mode, args.rounds, args.steps))
+        runs = [("plain", counts[-1])] + [(m, n) for n in counts for m in ("search", "run_dir")]
+        for mode, rounds in runs:
+            results.append({**measure(name, mode, rounds, args.steps), "rounds": rounds})
             print(json.dumps(results[-1]), file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if args.plot:
+        plot(results, args.plot)
     print(_bench.versions())
     print(table(results))
 

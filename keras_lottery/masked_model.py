@@ -119,12 +119,14 @@ class MaskedModel(keras.Model):
         """The pruned weights, in the order of ``model.weights``."""
         return list(self._pruned)
 
-    def set_masks(self, masks: dict[str, np.ndarray]) -> None:
+    def set_masks(self, masks: dict[str, np.ndarray], *, optimizer_state: bool = True) -> None:
         """Assign new masks by weight path and zero the newly pruned weights.
 
         If the model's optimizer is built, its per-weight state (momentum,
         moments) at newly pruned positions is zeroed too, so a mask changed in
         the middle of training (gradual pruning) stays exactly 0 in storage.
+        ``optimizer_state=False`` leaves that state alone, for a caller that
+        has just reset it to zeros.
         """
         for pw in self._pruned:
             if pw.name in masks:
@@ -132,7 +134,8 @@ class MaskedModel(keras.Model):
         for pw in self._pruned:  # as apply_masks, without counting on the host
             zero = ops.zeros((), dtype=pw.kernel.dtype)
             pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
-        self._clear_optimizer_state()
+        if optimizer_state:
+            self._clear_optimizer_state()
 
     def _clear_optimizer_state(self) -> None:
         optimizer = getattr(self, "optimizer", None)
@@ -170,18 +173,18 @@ class MaskedModel(keras.Model):
         JAX no longer converts Keras variables inside ``where``); only the count
         comes back to the host.
         """
-        moved = 0
-        for pw in self._pruned:
-            zero = ops.zeros((), dtype=pw.kernel.dtype)
-            stray = int(
-                ops.convert_to_numpy(
-                    ops.count_nonzero(ops.where(pw.mask.value, zero, pw.kernel.value))
-                )
-            )
+        if not self._pruned:
+            return 0
+        zeros = [ops.zeros((), dtype=pw.kernel.dtype) for pw in self._pruned]
+        counts = [
+            ops.count_nonzero(ops.where(pw.mask.value, zero, pw.kernel.value))
+            for pw, zero in zip(self._pruned, zeros)
+        ]
+        strays = ops.convert_to_numpy(ops.stack(counts))  # one transfer to the host
+        for pw, zero, stray in zip(self._pruned, zeros, strays):
             if stray:
-                moved += stray
                 pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
-        return moved
+        return int(strays.sum())
 
     def coverage(self) -> Coverage:
         """The coverage table, with the current sparsity of each pruned weight."""

@@ -31,19 +31,21 @@ def per_round_rate(target_sparsity: float, rounds: int) -> float:
 def _top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
     """Mask keeping the ``k`` highest scores among ``alive`` positions.
 
-    The k-th highest score is found by partial selection (``np.partition``,
-    linear time, no full sort); among scores equal to it the first positions
-    are kept, exactly as a stable sort would.
+    The k-th highest surviving score is found by partial selection
+    (``np.partition`` over the survivors only, linear time, no full sort);
+    among scores equal to it the first positions are kept, exactly as a
+    stable sort would.
     """
-    flat = np.where(alive.ravel() > 0, scores.ravel(), -np.inf)
-    k = min(k, int(np.count_nonzero(alive)))
+    flat, live = scores.ravel(), alive.ravel() > 0
+    survivors = flat[live]
+    k = min(k, survivors.size)
     if k <= 0:
         return np.zeros_like(alive)
-    kth = np.partition(flat, flat.size - k)[flat.size - k]
-    keep = flat > kth  # a new bool array: no masked assignment over the whole layer
+    kth = np.partition(survivors, survivors.size - k)[survivors.size - k]
+    keep = (flat > kth) & live  # a new bool array: no masked assignment over the whole layer
     missing = k - int(np.count_nonzero(keep))
     if missing:
-        keep[np.flatnonzero(flat == kth)[:missing]] = True
+        keep[np.flatnonzero((flat == kth) & live)[:missing]] = True
     return keep.astype(alive.dtype, copy=False).reshape(alive.shape)
 
 

@@ -297,7 +297,8 @@ def find_ticket(
             # and apply the masks the last pruning made.
             _reset(ticket, state, strategy, rewind, seed, r)
             optimizer0.restore(ticket.optimizer, rewind_to, strategy, finetune_lr_scale)
-            ticket.set_masks(next_masks)  # and pruned weights to exactly 0
+            # and pruned weights (and their optimizer state, unless fresh zeros) to exactly 0
+            ticket.set_masks(next_masks, optimizer_state=not optimizer0.zeros)
         # 2. Train the network, arriving at θj.
         if seed is not None:
             _seed_round(seed + r)  # same stream whether resumed or not
@@ -1070,6 +1071,14 @@ class _OptimizerStart:
             self.fills.append(low if low == high else None)
             if low != high:
                 self.stored[str(i)] = np.array(var)
+        self._per_weight = [len(var.shape) > 0 for var in optimizer.variables]
+
+    @property
+    def zeros(self) -> bool:
+        """Whether every per-weight variable (not the scalars) restores to zeros."""
+        return not self.stored and all(
+            fill == 0 for fill, per_weight in zip(self.fills, self._per_weight) if per_weight
+        )
 
     def restore(self, optimizer, rewind_to, strategy, lr_scale) -> None:
         for i, var in enumerate(optimizer.variables):

@@ -34,6 +34,23 @@ def test_ties_are_broken_by_position():
     assert new["a"].ravel().tolist() == [1] * 5 + [0] * 11
 
 
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.float32])
+def test_selection_equals_a_stable_sort_of_the_survivors(dtype):
+    """Partial selection over survivors == keep the k largest, ties by position."""
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        shape = tuple(rng.integers(1, 30, size=2))
+        scores = np.round(rng.random(shape) * rng.integers(1, 5))  # many ties
+        alive = (rng.random(shape) < rng.random()).astype(dtype)
+        k = int(rng.integers(0, scores.size + 2))
+        order = [i for i in np.argsort(-scores.ravel(), kind="stable") if alive.ravel()[i]]
+        expected = np.zeros(scores.size, dtype)
+        expected[order[:k]] = 1
+        got = pruning._top_k(scores, alive, k)
+        assert got.dtype == alive.dtype and got.shape == alive.shape
+        np.testing.assert_array_equal(got.ravel(), expected)
+
+
 def test_global_uses_one_threshold():
     w = {"big": np.full((10,), 5.0) + np.arange(10), "small": np.arange(10) / 100}
     m = {k: np.ones(10) for k in w}
