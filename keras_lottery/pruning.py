@@ -23,6 +23,12 @@ def keep_count(size: int, rate: float, rounds_done: int) -> int:
     return int(round(size * (1.0 - rate) ** rounds_done))
 
 
+def check_sparsity(value: float, name: str) -> None:
+    """Refuse a sparsity outside ``[0, 1)``, naming it."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
 def per_round_rate(target_sparsity: float, rounds: int) -> float:
     """The rate ``p`` with ``(1 - p) ** rounds == 1 - target_sparsity``."""
     return 1.0 - (1.0 - target_sparsity) ** (1.0 / rounds)

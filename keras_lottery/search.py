@@ -55,6 +55,7 @@ from keras_lottery.data import (
 from keras_lottery.distributed import is_chief
 from keras_lottery.early_bird import EarlyBird, EarlyBirdStop
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
+from keras_lottery.gradual import GradualPruning
 from keras_lottery.record import LotteryRecord, RoundRecord
 
 #: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
@@ -150,7 +151,7 @@ def find_ticket(
             filter, ``"output"`` or ``"product"`` with the next layer's weights),
             or ``"N:M"`` such as ``"2:4"`` (N of every M consecutive inputs kept).
         gradual: a pruning schedule (any TFMOT ``PruningSchedule``, e.g.
-            ``PolynomialDecay``, or a :class:`keras_lottery.schedules.GradualPruning`)
+            ``PolynomialDecay``, or a :class:`keras_lottery.gradual.GradualPruning`)
             that prunes *during* the first round's training; the survivors are
             then reset by ``strategy`` and retrained with the masks frozen
             ("gradual magnitude pruning + rewind").  Needs ``rounds=1``.
@@ -960,8 +961,6 @@ def _describe(obj) -> Any:
 
 
 def _gradual_callback(gradual, scope):
-    from keras_lottery.schedules import GradualPruning
-
     return gradual if isinstance(gradual, GradualPruning) else GradualPruning(gradual, scope=scope)
 
 
