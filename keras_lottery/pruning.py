@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from keras_lottery import options
+
 Arrays = Mapping[str, np.ndarray]
 
 
@@ -121,7 +123,8 @@ def unit_masks(
     return new
 
 
-FILTER_CRITERIA = ("input", "l1", "l2", "output", "product")
+#: Unit scores of :func:`filter_scores` (the ``unit_criterion`` option).
+FILTER_CRITERIA = options.UNIT_CRITERIA
 
 
 def filter_scores(
