@@ -1,14 +1,25 @@
 """The CLI's option defaults and choices, without importing TensorFlow.
 
-``--help`` must be instant, so these mirror the library's constants
-(:data:`keras_lottery.runs.DEFAULTS`, ``search.STRATEGIES`` ...); a test checks
-that they are equal.
+``--help`` must be instant.  The search options (their defaults, choices and
+help) come from ``keras_lottery_options``, which imports only the standard
+library; the run options around them (model, dataset, ...) and the model and
+export names mirror :mod:`keras_lottery.runs`, :mod:`keras_lottery.zoo` and
+:mod:`keras_lottery.export`, and a test checks that they are equal.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from keras_lottery_options import (
+    GRANULARITIES,
+    SCOPES,
+    STRATEGIES,
+    UNIT_CRITERIA,
+    run_defaults,
+)
+
+#: Every key of a run configuration and its default (:data:`keras_lottery.runs.DEFAULTS`).
 DEFAULTS: dict[str, Any] = {
     "model": "lenet_300_100",
     "dataset": "mnist-5k",
@@ -17,31 +28,12 @@ DEFAULTS: dict[str, Any] = {
     "test_size": None,
     "optimizer": None,
     "lr": None,
-    "rounds": 5,
-    "rate": 0.2,
-    "output_rate": None,
-    "layer_rates": {},
-    "target_sparsity": None,
-    "one_shot": False,
-    "scope": "layerwise",
-    "strategy": "rewind",
-    "rewind_to": "init",
-    "granularity": "weight",
-    "unit_criterion": "product",
-    "epochs": 8,
-    "steps": None,
-    "batch_size": 60,
+    **run_defaults(),
     "validation_split": 0.1,
-    "eval_every": None,
     "early_bird": False,
     "steps_per_execution": 1,
-    "seed": 0,
 }
 MODELS = ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "xor")
-STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
-SCOPES = ("layerwise", "global")
-GRANULARITIES = ("weight", "unit")  # and "N:M" patterns such as "2:4"
-UNIT_CRITERIA = ("input", "l1", "l2", "output", "product")
 EXPORT_FORMATS = (
     "keras",
     "saved_model",
@@ -50,3 +42,13 @@ EXPORT_FORMATS = (
     "tflite-float16",
     "tflite-int8-full",
 )
+
+__all__ = [
+    "DEFAULTS",
+    "EXPORT_FORMATS",
+    "GRANULARITIES",
+    "MODELS",
+    "SCOPES",
+    "STRATEGIES",
+    "UNIT_CRITERIA",
+]

@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
+from keras_lottery_options import Spec, run_specs
+
 from .choices import DEFAULTS as D
-from .choices import GRANULARITIES, MODELS, SCOPES, STRATEGIES, UNIT_CRITERIA
+from .choices import GRANULARITIES, MODELS
 from .errors import check_jsonl_target, user_errors
 
 
@@ -25,10 +27,6 @@ def _layer_rate(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
         if not sep or not name:
             raise click.BadParameter(f"expected NAME=RATE (e.g. dense_1=0.3), got {item!r}")
     return out
-
-
-def _choice(values) -> click.Choice:
-    return click.Choice(list(values))
 
 
 class _Granularity(click.Choice):
@@ -53,6 +51,46 @@ class _Granularity(click.Choice):
                 ctx,
             )
         return f"{int(n)}:{int(m)}"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+#: Search options that need their own parser: ``{name: (spec, run default) -> click option}``.
+SPECIAL_OPTIONS = {
+    "layer_rates": lambda spec, default: click.option(
+        "--layer-rate",
+        "layer_rates",
+        multiple=True,
+        callback=_layer_rate,
+        metavar="NAME=RATE",
+        help=f"{spec.help} Repeatable.",
+    ),
+    "granularity": lambda spec, default: click.option(
+        "--granularity", type=_Granularity(), default=default, show_default=True, help=spec.help
+    ),
+    "rewind_to": lambda spec, default: click.option(
+        "--rewind-to", default=default, show_default=True, help=spec.help
+    ),
+}
+
+
+def search_option(name: str, spec: Spec):
+    """The click option of one search option, from its declaration (keras_lottery.options)."""
+    default = D[name]
+    if name in SPECIAL_OPTIONS:
+        return SPECIAL_OPTIONS[name](spec, default)
+    if spec.kind is bool:
+        return click.option(_flag(name), is_flag=True, help=spec.help)
+    if spec.choices:
+        kind = click.Choice(list(spec.choices))
+    elif spec.kind is int:
+        kind = click.IntRange(min=spec.low) if spec.low is not None else int
+    else:
+        kind = spec.kind
+    shown = {} if default is None else {"default": default, "show_default": True}
+    return click.option(_flag(name), type=kind, help=spec.help, **shown)
 
 
 #: The run options of ``find`` (one per key of :data:`keras_lottery.runs.DEFAULTS`).
@@ -81,89 +119,13 @@ RUN_OPTIONS = [
         "an uncompiled .keras file (default adam).",
     ),
     click.option("--lr", type=float, help="Learning rate (default: the paper's / the model's)."),
-    click.option(
-        "--rounds",
-        type=click.IntRange(min=1),
-        default=D["rounds"],
-        show_default=True,
-        help="Prunings.",
-    ),
-    click.option(
-        "--rate",
-        type=float,
-        default=D["rate"],
-        show_default=True,
-        help="Fraction of the remaining weights pruned per round.",
-    ),
-    click.option("--output-rate", type=float, help="Rate of the output layer [rate/2]."),
-    click.option(
-        "--layer-rate",
-        "layer_rates",
-        multiple=True,
-        callback=_layer_rate,
-        metavar="NAME=RATE",
-        help="Rate of one layer by name (repeatable).",
-    ),
-    click.option(
-        "--target-sparsity", type=float, help="Final sparsity instead of --rate (e.g. 0.9)."
-    ),
-    click.option("--one-shot", is_flag=True, help="Prune to the final sparsity in one round."),
-    click.option("--scope", type=_choice(SCOPES), default=D["scope"], show_default=True),
-    click.option(
-        "--strategy",
-        type=_choice(STRATEGIES),
-        default=D["strategy"],
-        show_default=True,
-        help="rewind = lottery ticket; lr_rewind keeps the trained weights and replays the "
-        "learning-rate schedule (Renda et al.); the others are the paper's controls.",
-    ),
-    click.option(
-        "--rewind-to",
-        default=D["rewind_to"],
-        show_default=True,
-        help="'init' (θ0) or an iteration k of round 0 (late rewinding).",
-    ),
-    click.option(
-        "--granularity",
-        type=_Granularity(),
-        default=D["granularity"],
-        show_default=True,
-        help="What is pruned: single weights, whole units (Dense columns, conv filters; "
-        "compact the ticket to run faster) or N:M groups (e.g. 2:4: of every 4 consecutive "
-        "inputs of a unit, 2 are kept).",
-    ),
-    click.option(
-        "--unit-criterion",
-        type=_choice(UNIT_CRITERIA),
-        default=D["unit_criterion"],
-        show_default=True,
-        help="Unit score for --granularity unit: the L1 (input, l1) or L2 (l2) norm of its "
-        "weights, the L1 norm of its outgoing weights (output) or both multiplied (product).",
-    ),
-    click.option(
-        "--epochs",
-        type=click.IntRange(min=1),
-        default=D["epochs"],
-        show_default=True,
-        help="Epochs per round.",
-    ),
-    click.option(
-        "--steps", type=click.IntRange(min=1), help="Iterations per round (overrides --epochs)."
-    ),
-    click.option(
-        "--batch-size", type=click.IntRange(min=1), default=D["batch_size"], show_default=True
-    ),
+    *(search_option(name, spec) for name, spec in run_specs().items()),
     click.option(
         "--validation-split",
         type=float,
         default=D["validation_split"],
         show_default=True,
         help="Held-out training fraction for the early-stop iteration (0: none).",
-    ),
-    click.option(
-        "--eval-every",
-        type=click.IntRange(min=1),
-        help="Evaluate every N iterations [each epoch].",
     ),
     click.option(
         "--early-bird",
@@ -178,9 +140,6 @@ RUN_OPTIONS = [
         show_default=True,
         help="Training steps per compiled call: same results, less per-step overhead "
         "(e.g. 50 for small models). Not part of the run id.",
-    ),
-    click.option(
-        "--seed", type=int, default=D["seed"], show_default=True, help="Seed of the whole run."
     ),
 ]
 

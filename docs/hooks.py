@@ -50,23 +50,34 @@ def _first_line(doc: str | None) -> str:
     return re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)  # :func:`x` -> `x`
 
 
-def _docstring(module: str, name: str | None) -> str:
-    """First paragraph of a module's or a top-level def/class's docstring, read statically."""
-    path = ROOT / PACKAGE / f"{module}.py"
+def _source(module: str) -> Path | None:
+    """The file of ``keras_lottery.<module>`` (a dotted name relative to the package)."""
+    path = ROOT / PACKAGE / f"{module.replace('.', '/')}.py"
     if not path.exists():  # a sub-package
-        path = ROOT / PACKAGE / module / "__init__.py"
+        path = ROOT / PACKAGE / module.replace(".", "/") / "__init__.py"
+    return path if path.exists() else None
+
+
+def _docstring(module: str, name: str | None, path: Path | None = None) -> str:
+    """First paragraph of a module's or a top-level def/class's docstring, read statically."""
+    path = path or _source(module)
     tree = ast.parse(path.read_text(encoding="utf-8"))
     if name is None:
         return _first_line(ast.get_docstring(tree))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
             return _first_line(ast.get_docstring(node))
-    for node in tree.body:  # a sub-package re-exporting the name from one of its modules
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{PACKAGE}."):
-            if any(alias.name == name for alias in node.names):
-                inner = node.module.split(".", 1)[1].replace(".", "/")
-                if inner != module:
-                    return _docstring(inner, name)
+    for node in tree.body:  # a module re-exporting the name from another one
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        if not any(alias.name == name for alias in node.names):
+            continue
+        if node.module.startswith(f"{PACKAGE}."):
+            inner = node.module.split(".", 1)[1]
+            if inner != module:
+                return _docstring(inner, name)
+        elif (ROOT / node.module / "__init__.py").exists():  # a sibling package, e.g. the options
+            return _docstring(node.module, name, ROOT / node.module / "__init__.py")
     return ""
 
 

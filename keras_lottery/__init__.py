@@ -34,8 +34,9 @@ from keras_lottery.data import Dataset, load_dataset
 from keras_lottery.early_bird import EarlyBird
 from keras_lottery.export import ExportReport, export
 from keras_lottery.masked_model import MaskedModel, PrunableWeight
+from keras_lottery.options import STRATEGIES, Pruning, Reset, Training
 from keras_lottery.record import LotteryRecord, RoundRecord
-from keras_lottery.search import STRATEGIES, find_ticket
+from keras_lottery.search import find_ticket
 
 __version__ = importlib.metadata.version("keras-lottery")
 
@@ -51,9 +52,12 @@ __all__ = [
     "MaskedModel",
     "NotPrunableError",
     "PrunableWeight",
+    "Pruning",
+    "Reset",
     "RewindScan",
     "RoundRecord",
     "STRATEGIES",
+    "Training",
     "apply_masks",
     "compact",
     "connectivity",

@@ -15,12 +15,20 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from keras_lottery import options
+
 Arrays = Mapping[str, np.ndarray]
 
 
 def keep_count(size: int, rate: float, rounds_done: int) -> int:
     """Weights kept out of ``size`` after ``rounds_done`` rounds at ``rate``."""
     return int(round(size * (1.0 - rate) ** rounds_done))
+
+
+def check_sparsity(value: float, name: str) -> None:
+    """Refuse a sparsity outside ``[0, 1)``, naming it."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
 
 
 def per_round_rate(target_sparsity: float, rounds: int) -> float:
@@ -117,7 +125,8 @@ def unit_masks(
     return new
 
 
-FILTER_CRITERIA = ("input", "l1", "l2", "output", "product")
+#: Unit scores of :func:`filter_scores` (the ``unit_criterion`` option).
+FILTER_CRITERIA = options.UNIT_CRITERIA
 
 
 def filter_scores(

@@ -43,7 +43,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery import pruning
+from keras_lottery import options
 from keras_lottery.callbacks import DivergenceError
 from keras_lottery.checkpoint import (
     MANIFEST,
@@ -54,7 +54,7 @@ from keras_lottery.checkpoint import (
 )
 from keras_lottery.data import DEFAULT_DATASET, Dataset, load_dataset
 from keras_lottery.files import atomic_save, atomic_write, file_sha256
-from keras_lottery.search import GRANULARITIES, SCOPES, STRATEGIES, find_ticket
+from keras_lottery.search import find_ticket
 from keras_lottery.zoo import MODELS, get_model
 
 CONFIG_FILE = "config.json"
@@ -64,7 +64,9 @@ FAILED_FILE = "FAILED"
 LOCK_FILE = ".lock"
 
 #: Every key of a run configuration and its default.  The defaults make the
-#: plain ``keras-lottery find`` a run of about a minute on two CPU cores.
+#: plain ``keras-lottery find`` a run of about a minute on two CPU cores.  The
+#: search options (rounds ... seed) are those of :mod:`keras_lottery.options`,
+#: with their run defaults; the others are checked by :func:`normalize_config`.
 DEFAULTS: dict[str, Any] = {
     "model": "lenet_300_100",
     "dataset": DEFAULT_DATASET,
@@ -73,25 +75,10 @@ DEFAULTS: dict[str, Any] = {
     "test_size": None,
     "optimizer": None,
     "lr": None,
-    "rounds": 5,
-    "rate": 0.2,
-    "output_rate": None,
-    "layer_rates": {},
-    "target_sparsity": None,
-    "one_shot": False,
-    "scope": "layerwise",
-    "strategy": "rewind",
-    "rewind_to": "init",
-    "granularity": "weight",
-    "unit_criterion": "product",
-    "epochs": 8,
-    "steps": None,
-    "batch_size": 60,
+    **options.run_defaults(),
     "validation_split": 0.1,
-    "eval_every": None,
     "early_bird": False,
     "steps_per_execution": 1,
-    "seed": 0,
 }
 
 #: Keys that locate things or set speed without changing results: kept out of the run id.
@@ -136,12 +123,6 @@ def _number(key: str, value: Any, kind: type, low=None, high=None, open_low=Fals
     return number
 
 
-def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.")
-    return value
-
-
 def _is_model_file(model: str) -> bool:
     return model.endswith(".keras") or os.sep in model or "/" in model
 
@@ -183,60 +164,29 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("data_dir", "optimizer"):
         if c[key] is not None and not isinstance(c[key], str):
             raise ValueError(f"{key} must be a string, got {c[key]!r}.")
-    for key in ("train_size", "test_size", "steps", "eval_every"):
+    for key in ("train_size", "test_size"):
         c[key] = _number(key, c[key], int, 1)
     c["steps_per_execution"] = _number("steps_per_execution", c["steps_per_execution"], int, 1)
     if c["steps_per_execution"] is None:
         raise ValueError("steps_per_execution must not be empty (1: one step per call).")
-    c["rounds"] = _number("rounds", c["rounds"], int, 1)
-    c["epochs"] = _number("epochs", c["epochs"], int, 1)
-    c["batch_size"] = _number("batch_size", c["batch_size"], int, 1)
-    if c["seed"] is not None:
-        c["seed"] = _number("seed", c["seed"], int, 0)
     c["lr"] = _number("lr", c["lr"], float, 0.0, open_low=True)
-    for key in ("rate", "output_rate", "target_sparsity"):
-        c[key] = _number(key, c[key], float, 0.0, 1.0, open_low=True)
     c["validation_split"] = _number("validation_split", c["validation_split"], float, 0.0, 1.0)
-    if c["rounds"] is None or c["rate"] is None:
-        raise ValueError("rounds and rate must not be empty.")
-    if not isinstance(c["layer_rates"] or {}, Mapping):
-        raise ValueError(f"layer_rates must map layer names to rates, got {c['layer_rates']!r}.")
-    c["layer_rates"] = {
-        str(k): _number(f"layer_rates[{k!r}]", v, float, 0.0, 1.0, open_low=True)
-        for k, v in sorted((c["layer_rates"] or {}).items())
-    }
-    for key in ("one_shot", "early_bird"):
-        if not isinstance(c[key], bool):
-            raise ValueError(f"{key} must be true or false, got {c[key]!r}.")
-    c["scope"] = _choice("scope", c["scope"], SCOPES)
-    c["strategy"] = _choice("strategy", c["strategy"], STRATEGIES)
-    c["granularity"] = parse_granularity(c["granularity"])
-    c["unit_criterion"] = _choice("unit_criterion", c["unit_criterion"], pruning.FILTER_CRITERIA)
-    c["rewind_to"] = parse_rewind_to(c["rewind_to"])
+    if not isinstance(c["early_bird"], bool):
+        raise ValueError(f"early_bird must be true or false, got {c['early_bird']!r}.")
+    for key, spec in options.run_specs().items():  # text -> the option's type; checked below
+        c[key] = spec.parse(c[key])
+    for group in _option_groups(c).values():
+        c.update({k: v for k, v in group.to_dict().items() if k in c})
     return c
 
 
-def parse_granularity(value: Any) -> str:
-    """``"weight"``, ``"unit"`` or an N:M pattern with ``0 < N < M`` (``"02:4"`` is ``"2:4"``)."""
-    if value in GRANULARITIES:
-        return value
-    n, sep, m = str(value).strip().partition(":")
-    if sep and n.isdigit() and m.isdigit() and 0 < int(n) < int(m):
-        return f"{int(n)}:{int(m)}"
-    raise ValueError(
-        f"granularity must be one of {', '.join(GRANULARITIES)} or an N:M pattern with "
-        f"0 < N < M such as '2:4'; got {value!r}."
-    )
-
-
-def parse_rewind_to(value: Any) -> str | int:
-    """``"init"`` or an iteration ``k >= 0`` (``"100"`` becomes 100)."""
-    if value == "init":
-        return "init"
-    try:
-        return _number("rewind_to", value, int, 0)
-    except ValueError:
-        raise ValueError(f"rewind_to must be 'init' or an iteration >= 0, got {value!r}.") from None
+def _option_groups(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"pruning": Pruning(...), ...}`` of a configuration (each checks its values)."""
+    specs = options.run_specs()
+    return {
+        keyword: cls(**{k: config[k] for k in cls.specs() if k in specs})
+        for keyword, cls in options.GROUPS.items()
+    }
 
 
 def non_default(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -505,29 +455,16 @@ def build_model(config: Mapping[str, Any], data: Dataset) -> keras.Model:
 
 
 def find_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The :func:`find_ticket` keyword arguments of a configuration."""
-    keys = (
-        "rounds",
-        "rate",
-        "output_rate",
-        "target_sparsity",
-        "one_shot",
-        "scope",
-        "strategy",
-        "rewind_to",
-        "granularity",
-        "unit_criterion",
-        "epochs",
-        "steps",
-        "batch_size",
-        "eval_every",
-        "seed",
-    )
-    options = {k: config[k] for k in keys}
-    options["layer_rates"] = dict(config["layer_rates"]) or None
-    options["validation_split"] = config["validation_split"] or None
-    options["early_bird"] = config["early_bird"] or None
-    return options
+    """The :func:`find_ticket` keyword arguments of a configuration.
+
+    Its option objects (``pruning``, ``reset``, ``training``), ``validation_split``
+    and ``early_bird``; an empty ``layer_rates``, a 0 ``validation_split`` and
+    a false ``early_bird`` mean "none".
+    """
+    found = _option_groups({**config, "layer_rates": dict(config["layer_rates"]) or None})
+    found["validation_split"] = config["validation_split"] or None
+    found["early_bird"] = config["early_bird"] or None
+    return found
 
 
 @contextlib.contextmanager

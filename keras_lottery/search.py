@@ -55,44 +55,47 @@ from keras_lottery.data import (
 from keras_lottery.distributed import is_chief
 from keras_lottery.early_bird import EarlyBird, EarlyBirdStop
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
+from keras_lottery.gradual import GradualPruning
+from keras_lottery.options import GRANULARITIES, GROUPS, UNSET, Pruning, Reset, Training
+from keras_lottery.options import SCOPES as SCOPES  # the choices, also as search.SCOPES
+from keras_lottery.options import STRATEGIES as STRATEGIES
 from keras_lottery.record import LotteryRecord, RoundRecord
 
-#: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
-STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
 #: Strategies whose next round starts from the trained weights (checkpointed each round).
 _KEEP_TRAINED = ("continue", "finetune", "lr_rewind")
-SCOPES = ("layerwise", "global")
-GRANULARITIES = ("weight", "unit")
 
 
 def find_ticket(
     model: keras.Model,
     data: Any = None,
     *,
-    rounds: int = 5,
-    rate: float = 0.2,
-    output_rate: float | None = None,
-    layer_rates: Mapping[str, float] | None = None,
+    pruning: Pruning | None = None,
+    reset: Reset | None = None,
+    training: Training | None = None,
+    early_bird: bool | EarlyBird | Mapping | None = None,
+    rounds: int = UNSET,
+    rate: float = UNSET,
+    output_rate: float | None = UNSET,
+    layer_rates: Mapping[str, float] | None = UNSET,
+    target_sparsity: float | None = UNSET,
+    one_shot: bool = UNSET,
+    scope: str = UNSET,
+    granularity: str = UNSET,
+    unit_criterion: str = UNSET,
+    strategy: str = UNSET,
+    rewind_to: str | int = UNSET,
+    finetune_lr_scale: float = UNSET,
+    epochs: int = UNSET,
+    steps: int | None = UNSET,
+    batch_size: int = UNSET,
+    eval_every: int | None = UNSET,
+    seed: int | None = UNSET,
     include: Any = None,
     exclude: Any = None,
-    target_sparsity: float | None = None,
-    one_shot: bool = False,
-    scope: str = "layerwise",
-    strategy: str = "rewind",
-    rewind_to: str | int = "init",
-    granularity: str = "weight",
-    unit_criterion: str = "product",
     gradual: Any = None,
-    early_bird: bool | EarlyBird | None = None,
-    epochs: int = 1,
-    steps: int | None = None,
-    batch_size: int = 60,
     validation_data: tuple | None = None,
     validation_split: float | None = None,
     test_data: tuple | None = None,
-    eval_every: int | None = None,
-    seed: int | None = None,
-    finetune_lr_scale: float = 0.1,
     data_dir: str | None = None,
     run_dir: str | os.PathLike | None = None,
     data_version: str | None = None,
@@ -111,6 +114,18 @@ def find_ticket(
     :class:`~keras_lottery.MaskedModel`), with the search's
     :class:`LotteryRecord` as ``result.lottery``.
 
+    The options come in three groups, each an object or its fields as
+    keywords (``rounds=3, rate=0.3`` is ``pruning=Pruning(rounds=3, rate=0.3)``;
+    giving an object and one of its keywords is an error):
+
+    * ``pruning``: a :class:`~keras_lottery.Pruning` -- ``rounds``, ``rate``,
+      ``output_rate``, ``layer_rates``, ``target_sparsity``, ``one_shot``,
+      ``scope``, ``granularity``, ``unit_criterion``;
+    * ``reset``: a :class:`~keras_lottery.Reset` -- ``strategy``,
+      ``rewind_to``, ``finetune_lr_scale``;
+    * ``training``: a :class:`~keras_lottery.Training` -- ``epochs``,
+      ``steps``, ``batch_size``, ``eval_every``, ``seed``.
+
     Args:
         data: ``(x, y)`` arrays (``x``/``y`` may be dicts, lists or tuples of
             arrays for several inputs/outputs), a batched ``tf.data.Dataset`` of
@@ -118,55 +133,25 @@ def find_ticket(
             :class:`~keras_lottery.data.Dataset`, or a dataset name/path for
             :func:`~keras_lottery.data.load_dataset` (its test split becomes
             ``test_data``).  ``None`` uses the embedded offline MNIST sample.
-        rounds: number of prunings (n).  Final sparsity is ``1 - (1-rate)**n``.
-        rate: fraction of the *remaining* weights pruned per round (paper: 0.2).
-        output_rate: rate of the output layer; default ``rate / 2`` (paper).
-        layer_rates: rates overriding the two above, keyed by a weight's path
-            (``"dense_1/kernel"``), a glob over paths (``"*attention*"``) or the
-            name of the layer that holds the weight.
-        include: which weights to prune instead of the default (every
-            trainable weight matrix): globs over variable paths, compiled
-            regexes or predicates (see :func:`keras_lottery.coverage`).
-        exclude: weights not to prune, selected the same way.
-        target_sparsity: instead of ``rate``, prune ``1-(1-target)**(1/n)`` per
-            round so the (non-output) layers end at this sparsity.
-        one_shot: prune to the final sparsity in a single round (paper's one-shot).
-        scope: ``"layerwise"`` (paper) or ``"global"`` (one threshold, open_lth).
-        strategy: ``"rewind"`` (lottery ticket) or a control: ``"reinit"`` (same
-            masks, fresh weights from the layers' initializers), ``"rearrange"``
-            (same count per layer at random positions, θ0 values),
-            ``"random_prune"`` (random masks, same sparsity), ``"continue"``
-            (Han et al.: keep the trained weights), ``"finetune"`` (keep them and
-            retrain at ``finetune_lr_scale`` times the learning rate),
-            ``"lr_rewind"`` (Renda et al. 2020: keep the trained survivors, fresh
-            optimizer, replay the learning-rate schedule from iteration 0, or
-            from k with ``rewind_to=k``).
-        rewind_to: ``"init"`` (θ0) or an iteration k (late rewinding, Frankle et
-            al. 2019): survivors are reset to their values after k iterations
-            of the first round.
-        granularity: ``"weight"``, ``"unit"`` (whole units: Dense columns, conv
-            filters, depthwise channels; the output layer keeps its units;
-            ranked by ``unit_criterion``: ``"input"``/``"l1"`` or ``"l2"`` of the
-            filter, ``"output"`` or ``"product"`` with the next layer's weights),
-            or ``"N:M"`` such as ``"2:4"`` (N of every M consecutive inputs kept).
-        gradual: a pruning schedule (any TFMOT ``PruningSchedule``, e.g.
-            ``PolynomialDecay``, or a :class:`keras_lottery.schedules.GradualPruning`)
-            that prunes *during* the first round's training; the survivors are
-            then reset by ``strategy`` and retrained with the masks frozen
-            ("gradual magnitude pruning + rewind").  Needs ``rounds=1``.
         early_bird: ``True`` or an :class:`~keras_lottery.EarlyBird`: stop each
             pruning round's training once the mask pruning would produce has
             settled (You et al. 2020); the final ticket trains for the full
             length.  Each round's record holds ``early_bird_iteration`` and
             ``mask_distances``.
-        epochs: training length of every round, in epochs.
-        steps: training length of every round, in iterations (wins over ``epochs``).
+        include: which weights to prune instead of the default (every
+            trainable weight matrix): globs over variable paths, compiled
+            regexes or predicates (see :func:`keras_lottery.coverage`).
+        exclude: weights not to prune, selected the same way.
+        gradual: a pruning schedule (any TFMOT ``PruningSchedule``, e.g.
+            ``PolynomialDecay``, or a :class:`keras_lottery.gradual.GradualPruning`)
+            that prunes *during* the first round's training; the survivors are
+            then reset by ``strategy`` and retrained with the masks frozen
+            ("gradual magnitude pruning + rewind").  Needs ``rounds=1``.
         validation_data: ``(x, y)`` for the evaluation curve and the
             early-stopping iteration (minimum validation loss).
         validation_split: instead, hold out this last fraction of ``(x, y)``.
         test_data: ``(x, y)`` evaluated with the validation curve.
-        eval_every: evaluate every this many iterations (default: each epoch).
-        seed: makes data order, initializers and masks reproducible.
+        data_dir: where :func:`~keras_lottery.data.load_dataset` finds a named dataset.
         run_dir: checkpoint every finished round there; calling again with the
             same options resumes after the last finished round (see
             :mod:`keras_lottery.checkpoint`); a ``run_dir`` holding another
@@ -182,64 +167,13 @@ def find_ticket(
     schedules restart each round; with ``rewind_to=k`` the counter restarts
     at k.  Every round trains for the full ``epochs``/``steps``.
     """
-    config = {
-        k: v
-        for k, v in locals().items()
-        if k not in ("model", "data", "validation_data", "test_data", "callbacks", "fit_kwargs")
-    }
-    config["include"], config["exclude"] = _describe_selector(include), _describe_selector(exclude)
-    config["run_dir"] = None if run_dir is None else str(run_dir)
-    config["data"] = data if isinstance(data, str) or data is None else type(data).__name__
-    if gradual is not None:
-        config["gradual"] = _describe(gradual)
-        if rounds != 1 or one_shot or strategy == "random_prune":
-            raise ValueError(
-                "gradual pruning happens inside the first round: use it with rounds=1, "
-                "one_shot=False and a strategy other than 'random_prune'."
-            )
-    eb = EarlyBird.of(early_bird)
-    config["early_bird"] = None if eb is None else eb.to_config()
-    if eb is not None and (strategy == "random_prune" or gradual is not None):
-        raise ValueError(
-            "early_bird watches the magnitude mask during training: it cannot be combined "
-            "with strategy='random_prune' or gradual pruning."
-        )
-    _check_options(config)
+    opts = _Search.of(locals())
     _check_compiled(model)
-    if target_sparsity is not None:
-        rate = pruning.per_round_rate(target_sparsity, rounds)
-    n_prunes = 1 if one_shot else rounds
-
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
-    train, validation_data, test_data = _resolve_data(
-        data, validation_data, validation_split, test_data, data_dir
-    )
-    check_finite(train, steps)
-    _build(model, train)
-    ticket = make_prunable(model, include=include, exclude=exclude)
-    if ticket is not model:
-        ticket.compile_from_config(model.get_compile_config())
-    train = _check_data(ticket, train, "training data")
-    validation_data = validation_data and _check_data(ticket, validation_data, "validation data")
-    test_data = test_data and _check_data(ticket, test_data, "test data")
-
+    p, reset, seed = opts.pruning, opts.reset, opts.training.seed
+    ticket, splits, data_seed = _prepare(model, data, opts, validation_data, test_data, data_dir)
     weights = ticket.prunable_weights()
-    rates = _layer_rates(ticket, rate, output_rate, layer_rates, scope)
-    _warn_dense(ticket)
-    if strategy == "finetune" and not _constant_lr(ticket.optimizer):
-        raise ValueError(
-            "strategy='finetune' scales the learning rate, which needs a constant "
-            "learning rate; the optimizer uses a schedule."
-        )
-    if isinstance(rewind_to, int):
-        total = _total_steps(train, epochs, steps, batch_size)
-        if total is not None and rewind_to >= total:
-            raise ValueError(
-                f"rewind_to={rewind_to} is beyond the training length of {total} "
-                "iterations per round; choose k < that (e.g. 0.1%-7% of training)."
-            )
+    rates = _layer_rates(ticket, opts.rate, p.output_rate, p.layer_rates, p.scope)
+    _check_model(ticket, splits[0], opts)
 
     # 1. θ0: the user's weights (the one copy a search holds), and the optimizer's start.
     ticket.optimizer.build(ticket.trainable_variables)
@@ -249,101 +183,53 @@ def find_ticket(
     theta0 = [np.array(v) for v in state]
     rewind = theta0  # θ0, or θk once round 0 reaches iteration k
     optimizer0 = _OptimizerStart(ticket.optimizer)
-    record = LotteryRecord(config=config)
+    record = LotteryRecord(config=opts.config)
     rng = np.random.default_rng(seed)
-    training = _Training.create(
-        train,
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
-        seed=data_seed,
-        validation=Evaluator(ticket, *validation_data) if validation_data is not None else None,
-        test=Evaluator(ticket, *test_data) if test_data is not None else None,
-        eval_every=eval_every,
-        verbose=verbose,
-        fit_kwargs=fit_kwargs,
-    )
-    _check_steps_per_execution(ticket.steps_per_execution, training, steps, rewind_to, eb)
-    start = 0
-    next_masks = None  # the masks of the coming round, made by the last pruning
-    checkpoint = None
+    trainer = _trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
+    _check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
+    start, next_masks, checkpoint = 0, None, None  # next_masks: made by the last pruning
     if run_dir is not None:
-        splits = (train, validation_data, test_data)
-        data_id = data_fingerprint(data, splits, data_version)
         checkpoint = RunCheckpoint(
-            run_dir, config, fingerprint(theta0, data_id, config), writable=is_chief()
+            run_dir,
+            opts.config,
+            fingerprint(theta0, data_fingerprint(data, splits, data_version), opts.config),
+            writable=is_chief(),
         )
-        resumed = checkpoint.load(rng)
+        resumed = _resume(checkpoint, rng, ticket, state, optimizer0)
         if resumed is not None:
-            # Stored in model order: this model's layer names may differ (Keras numbers them).
-            names = [w.name for w in weights]
-            start, record = resumed.round + 1, resumed.record
-            if resumed.state["rewind"]:
-                rewind = list(resumed.state["rewind"].values())
-            optimizer0.stored.update(resumed.state["optimizer0"])
-            if resumed.weights is not None:  # kept-trained weights, or the finished ticket
-                for var, value in zip(state, resumed.weights.values()):
-                    var.assign(value)
-            last = resumed.next_masks or record.final.masks
-            next_masks = PackedMasks(dict(zip(names, last.packed.values())))
-            if resumed.next_masks is None:  # a finished search: the ticket's masks
-                ticket.set_masks(next_masks)
+            start, record, next_masks, stored_rewind = resumed
+            if stored_rewind is not None:
+                rewind = stored_rewind
     if rewind is not theta0 and start > 0:
         theta0 = None  # stored in the run directory already; θk is the rewind point
 
-    for r in range(start, n_prunes + 1):
+    for r in range(start, p.prunings + 1):
         if r > 0:
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
             # and apply the masks the last pruning made.
-            _reset(ticket, state, strategy, rewind, seed, r)
-            optimizer0.restore(ticket.optimizer, rewind_to, strategy, finetune_lr_scale)
+            _reset(ticket, state, reset.strategy, rewind, seed, r)
+            optimizer0.restore(
+                ticket.optimizer, reset.rewind_to, reset.strategy, reset.finetune_lr_scale
+            )
             # and pruned weights (and their optimizer state, unless fresh zeros) to exactly 0
             ticket.set_masks(next_masks, optimizer_state=not optimizer0.zeros)
         # 2. Train the network, arriving at θj.
-        if seed is not None:
-            _seed_round(seed + r)  # same stream whether resumed or not
-        snapshot = None
-        if r == 0 and isinstance(rewind_to, int) and rewind_to > 0:
-            snapshot = WeightSnapshot(state, rewind_to)
-        round_callbacks = [DivergenceGuard(r), *list(callbacks or [])]
-        if r == 0 and gradual is not None:
-            round_callbacks.insert(0, _gradual_callback(gradual, scope))
-        early = None
-        if eb is not None and r < n_prunes:  # the final ticket trains for the full length
-            total = _total_steps(train, epochs, steps, batch_size)
-            early = _early_bird_callback(
-                eb, weights, rates, r, config, total, ticket.steps_per_execution
-            )
-            round_callbacks.append(early)
-        round_record = _train(ticket, training, r, snapshot, round_callbacks)
-        if early is not None:
-            round_record.early_bird_iteration = early.stopped_at
-            round_record.mask_distances = early.distances
+        round_record, snapshot = _train_round(
+            ticket, trainer, r, opts, state, weights, rates, callbacks
+        )
         record.rounds.append(round_record)
         check_divergence(record.rounds, chance_accuracy(ticket))
         if snapshot is not None:
             if snapshot.values is None:
-                raise ValueError(f"rewind_to={rewind_to} was never reached in round 0.")
+                raise ValueError(f"rewind_to={reset.rewind_to} was never reached in round 0.")
             rewind = snapshot.values
         record.rewind_weights = dict(zip(paths, rewind))
         # 3. Prune p% of the trained weights, creating the next round's masks.
         next_masks = None
-        if r < n_prunes:
-            next_masks = PackedMasks.pack(
-                _next_masks(
-                    weights,
-                    rates,
-                    rounds if one_shot else r + 1,
-                    scope,
-                    strategy,
-                    granularity,
-                    unit_criterion,
-                    rng,
-                    keep_current=gradual is not None,
-                )
-            )
+        if r < p.prunings:
+            next_masks = _prune(weights, rates, r, opts, rng)
         if checkpoint is not None:
-            keep_weights = next_masks is None or strategy in _KEEP_TRAINED
+            keep_weights = next_masks is None or reset.strategy in _KEEP_TRAINED
             checkpoint.save(
                 r,
                 record,
@@ -361,55 +247,238 @@ def find_ticket(
     return ticket
 
 
+# -- options ----------------------------------------------------------------
+
+#: The keys of a search's configuration (its record's ``config``), in order.
+_CONFIG_KEYS = (
+    "rounds",
+    "rate",
+    "output_rate",
+    "layer_rates",
+    "include",
+    "exclude",
+    "target_sparsity",
+    "one_shot",
+    "scope",
+    "strategy",
+    "rewind_to",
+    "granularity",
+    "unit_criterion",
+    "gradual",
+    "early_bird",
+    "epochs",
+    "steps",
+    "batch_size",
+    "validation_split",
+    "eval_every",
+    "seed",
+    "finetune_lr_scale",
+    "data_dir",
+    "run_dir",
+    "data_version",
+    "verbose",
+    "data",
+)
+
+
+@dataclass(frozen=True)
+class _Search:
+    """A search's checked options, and the configuration its record and checkpoints hold."""
+
+    pruning: Pruning
+    reset: Reset
+    training: Training
+    early_bird: EarlyBird | None
+    gradual: Any
+    include: Any
+    exclude: Any
+    validation_split: float | None
+    config: dict[str, Any]
+
+    @classmethod
+    def of(cls, args: Mapping[str, Any]) -> _Search:
+        """From ``find_ticket``'s arguments: the option objects or their flat keywords."""
+        groups = {kw: group.gather(args[kw], args) for kw, group in GROUPS.items()}
+        p, reset = groups["pruning"], groups["reset"]
+        gradual, split = args["gradual"], args["validation_split"]
+        random_prune = reset.strategy == "random_prune"
+        if gradual is not None and (p.rounds != 1 or p.one_shot or random_prune):
+            raise ValueError(
+                "gradual pruning happens inside the first round: use it with rounds=1, "
+                "one_shot=False and a strategy other than 'random_prune'."
+            )
+        eb = EarlyBird.of(args["early_bird"])
+        if eb is not None and (random_prune or gradual is not None):
+            raise ValueError(
+                "early_bird watches the magnitude mask during training: it cannot be combined "
+                "with strategy='random_prune' or gradual pruning."
+            )
+        if split is not None and (not isinstance(split, numbers.Real) or not 0.0 < split < 1.0):
+            raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
+        data, run_dir = args["data"], args["run_dir"]
+        config = {
+            **{k: v for group in groups.values() for k, v in group.to_dict().items()},
+            "include": _describe_selector(args["include"]),
+            "exclude": _describe_selector(args["exclude"]),
+            "gradual": None if gradual is None else _describe(gradual),
+            "early_bird": None if eb is None else eb.to_config(),
+            "validation_split": split,
+            "data_dir": args["data_dir"],
+            "run_dir": None if run_dir is None else str(run_dir),
+            "data_version": args["data_version"],
+            "verbose": args["verbose"],
+            "data": data if isinstance(data, str) or data is None else type(data).__name__,
+        }
+        config = {k: config[k] for k in _CONFIG_KEYS}
+        return cls(
+            **groups,
+            early_bird=eb,
+            gradual=gradual,
+            include=args["include"],
+            exclude=args["exclude"],
+            validation_split=split,
+            config=config,
+        )
+
+    @property
+    def rate(self) -> float:
+        """The rate of each pruning (from ``target_sparsity`` if it is given)."""
+        p = self.pruning
+        if p.target_sparsity is None:
+            return p.rate
+        return pruning.per_round_rate(p.target_sparsity, p.rounds)
+
+
+def _prepare(model, data, opts: _Search, validation_data, test_data, data_dir):
+    """Seed, load and check the data, and wrap ``model`` with masks.
+
+    Returns the mask-aware model, the checked ``(train, validation, test)`` data
+    and the seed of the data order.
+    """
+    seed = opts.training.seed
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+    train, validation_data, test_data = _resolve_data(
+        data, validation_data, opts.validation_split, test_data, data_dir
+    )
+    check_finite(train, opts.training.steps)
+    _build(model, train)
+    ticket = make_prunable(model, include=opts.include, exclude=opts.exclude)
+    if ticket is not model:
+        ticket.compile_from_config(model.get_compile_config())
+    train = _check_data(ticket, train, "training data")
+    validation_data = validation_data and _check_data(ticket, validation_data, "validation data")
+    test_data = test_data and _check_data(ticket, test_data, "test data")
+    return ticket, (train, validation_data, test_data), data_seed
+
+
+def _check_model(ticket, train, opts: _Search) -> None:
+    """Refuse options the model or data cannot follow; say which weights stay dense."""
+    _warn_dense(ticket)
+    reset, t = opts.reset, opts.training
+    if reset.strategy == "finetune" and not _constant_lr(ticket.optimizer):
+        raise ValueError(
+            "strategy='finetune' scales the learning rate, which needs a constant "
+            "learning rate; the optimizer uses a schedule."
+        )
+    if isinstance(reset.rewind_to, int):
+        total = _total_steps(train, t.epochs, t.steps, t.batch_size)
+        if total is not None and reset.rewind_to >= total:
+            raise ValueError(
+                f"rewind_to={reset.rewind_to} is beyond the training length of {total} "
+                "iterations per round; choose k < that (e.g. 0.1%-7% of training)."
+            )
+
+
+def _trainer(ticket, splits, t: Training, data_seed, verbose, fit_kwargs) -> _Training:
+    """How every round trains: the data stream, evaluations and ``fit`` settings."""
+    train, validation_data, test_data = splits
+    return _Training.create(
+        train,
+        epochs=t.epochs,
+        steps=t.steps,
+        batch_size=t.batch_size,
+        seed=data_seed,
+        validation=Evaluator(ticket, *validation_data) if validation_data is not None else None,
+        test=Evaluator(ticket, *test_data) if test_data is not None else None,
+        eval_every=t.eval_every,
+        verbose=verbose,
+        fit_kwargs=fit_kwargs,
+    )
+
+
+def _resume(checkpoint: RunCheckpoint, rng, ticket, state, optimizer0):
+    """Load the last finished round of ``checkpoint`` into the search; ``None`` if there is none.
+
+    Returns the round to start with, the record so far, the masks of that round
+    and the stored rewind point θk (``None``: θ0).
+    """
+    resumed = checkpoint.load(rng)
+    if resumed is None:
+        return None
+    # Stored in model order: this model's layer names may differ (Keras numbers them).
+    names = [w.name for w in ticket.prunable_weights()]
+    rewind = list(resumed.state["rewind"].values()) if resumed.state["rewind"] else None
+    optimizer0.stored.update(resumed.state["optimizer0"])
+    if resumed.weights is not None:  # kept-trained weights, or the finished ticket
+        for var, value in zip(state, resumed.weights.values()):
+            var.assign(value)
+    last = resumed.next_masks or resumed.record.final.masks
+    next_masks = PackedMasks(dict(zip(names, last.packed.values())))
+    if resumed.next_masks is None:  # a finished search: the ticket's masks
+        ticket.set_masks(next_masks)
+    return resumed.round + 1, resumed.record, next_masks, rewind
+
+
+def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callbacks):
+    """Step 2 of round ``r``: seed it, train it, describe it; and its θk snapshot (or None)."""
+    seed, rewind_to = opts.training.seed, opts.reset.rewind_to
+    if seed is not None:
+        _seed_round(seed + r)  # same stream whether resumed or not
+    snapshot = None
+    if r == 0 and isinstance(rewind_to, int) and rewind_to > 0:
+        snapshot = WeightSnapshot(state, rewind_to)
+    round_callbacks = [DivergenceGuard(r), *list(callbacks or [])]
+    if r == 0 and opts.gradual is not None:
+        round_callbacks.insert(0, _gradual_callback(opts.gradual, opts.pruning.scope))
+    early = None
+    if opts.early_bird is not None and r < opts.pruning.prunings:  # not the final ticket
+        early = _early_bird_callback(
+            opts.early_bird,
+            weights,
+            rates,
+            r,
+            opts.pruning,
+            trainer.total_steps,
+            ticket.steps_per_execution,
+        )
+        round_callbacks.append(early)
+    round_record = _train(ticket, trainer, r, snapshot, round_callbacks)
+    if early is not None:
+        round_record.early_bird_iteration = early.stopped_at
+        round_record.mask_distances = early.distances
+    return round_record, snapshot
+
+
+def _prune(weights, rates, r, opts: _Search, rng) -> PackedMasks:
+    """Step 3 after round ``r``: the masks of the next round, by the strategy's rule."""
+    p = opts.pruning
+    masks = _next_masks(
+        weights,
+        rates,
+        p.rounds if p.one_shot else r + 1,
+        p.scope,
+        opts.reset.strategy,
+        p.granularity,
+        p.unit_criterion,
+        rng,
+        keep_current=opts.gradual is not None,
+    )
+    return PackedMasks.pack(masks)
+
+
 # -- checks ---------------------------------------------------------------
-
-
-def _check_options(c: dict[str, Any]) -> None:
-    """Name every out-of-range or unknown option of ``find_ticket`` (before anything runs)."""
-    rounds, rewind_to, steps, epochs = c["rounds"], c["rewind_to"], c["steps"], c["epochs"]
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}.")
-    rates = [("rate", c["rate"]), ("output_rate", c["output_rate"])]
-    rates += [(f"layer_rates[{k!r}]", v) for k, v in (c["layer_rates"] or {}).items()]
-    for name, value in rates:
-        if value is not None and (not isinstance(value, numbers.Real) or not 0.0 < value < 1.0):
-            raise ValueError(f"{name} must be in (0, 1), got {value!r} (0.2 prunes 20% per round).")
-    target = c["target_sparsity"]
-    if target is not None and (not isinstance(target, numbers.Real) or not 0.0 < target < 1.0):
-        raise ValueError(
-            f"target_sparsity must be in (0, 1), got {c['target_sparsity']!r}: "
-            "a sparsity of 1 would remove every weight."
-        )
-    for name, allowed in [
-        ("scope", SCOPES),
-        ("strategy", STRATEGIES),
-        ("unit_criterion", pruning.FILTER_CRITERIA),
-    ]:
-        if c[name] not in allowed:
-            raise ValueError(f"Unknown {name} {c[name]!r}; choose one of {', '.join(allowed)}.")
-    _n_m(c["granularity"])
-    if not (rewind_to == "init" or (isinstance(rewind_to, int) and rewind_to >= 0)):
-        raise ValueError(f"rewind_to must be 'init' or an iteration >= 0, got {rewind_to!r}.")
-    if c["scope"] == "global" and (c["layer_rates"] or c["granularity"] == "unit"):
-        raise ValueError(
-            "scope='global' uses one threshold for all layers: it cannot be "
-            "combined with layer_rates or granularity='unit'."
-        )
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-    if steps is None and (not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-    for name in ("batch_size", "eval_every"):
-        value = c[name]
-        if (value is not None or name == "batch_size") and (
-            not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
-        ):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    split = c["validation_split"]
-    if split is not None and (not isinstance(split, numbers.Real) or not 0.0 < split < 1.0):
-        raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
-    if not c["finetune_lr_scale"] > 0:
-        raise ValueError(f"finetune_lr_scale must be > 0, got {c['finetune_lr_scale']!r}.")
 
 
 def _check_compiled(model):
@@ -468,7 +537,7 @@ def _warn_dense(ticket) -> None:
             f"find_ticket leaves {len(dense)} weight matri{'x' if len(dense) == 1 else 'ces'} "
             f"of model '{ticket.model.name}' dense: {listed}. "
             "keras_lottery.coverage(model) prints the full table.",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -631,6 +700,7 @@ class _Training:
     steps_per_epoch: int | None
     epochs: int
     stop_at: int | None
+    total_steps: int | None  # iterations of a whole round, if known
     validation: Evaluator | None
     test: Evaluator | None
     eval_every: int | None
@@ -639,6 +709,7 @@ class _Training:
 
     @classmethod
     def create(cls, train, *, epochs, steps, batch_size, seed, eval_every, **settings):
+        total = _total_steps(train, epochs, steps, batch_size)
         if isinstance(train, tf.data.Dataset):
             data, epoch_steps = (train.repeat() if steps is not None else train), None
         elif isinstance(train, keras.utils.PyDataset):
@@ -655,14 +726,14 @@ class _Training:
             epoch_steps, epochs = per_epoch, math.ceil(steps / per_epoch)
             # A step-counting callback costs a host sync per step: only when chunks overshoot.
             stop_at = steps if steps % per_epoch else None
-        return cls(data, epoch_steps, epochs, stop_at, eval_every=eval_every, **settings)
+        return cls(data, epoch_steps, epochs, stop_at, total, eval_every=eval_every, **settings)
 
     def stream(self):
         """What one round's ``fit`` reads: the dataset, or a fresh generator of it."""
         return self.data() if callable(self.data) else self.data
 
 
-def _check_steps_per_execution(spe: int, training: _Training, steps, rewind_to, eb) -> None:
+def _check_steps_per_execution(spe: int, training: _Training, opts: _Search) -> None:
     """Every iteration the search acts on must end a compiled call of ``spe`` steps.
 
     Keras calls back once per ``spe`` steps and, on an endless stream, runs whole
@@ -671,6 +742,7 @@ def _check_steps_per_execution(spe: int, training: _Training, steps, rewind_to, 
     """
     if spe == 1:
         return
+    steps, rewind_to, eb = opts.training.steps, opts.reset.rewind_to, opts.early_bird
     counts = {
         "the iterations per fit epoch (eval_every, or one pass over the data)": (
             training.steps_per_epoch
@@ -821,17 +893,17 @@ def _keep(w, rates, target_round) -> int:
     return pruning.keep_count(int(np.prod(w.kernel.shape)), rates[w.name], target_round)
 
 
-def _early_bird_callback(eb, weights, rates, r, c, total, spe=1) -> EarlyBirdStop:
+def _early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> EarlyBirdStop:
     """Watch the mask round ``r``'s pruning would make (magnitude rule, before any control).
 
     Checked every ``eb.check_every`` iterations, by default 20 times per round
     of ``total`` iterations (each epoch if ``total`` is unknown), rounded up to
     whole calls of ``spe`` steps.
     """
-    next_round = c["rounds"] if c["one_shot"] else r + 1
+    next_round = p.rounds if p.one_shot else r + 1
 
     def predict():
-        args = (c["scope"], "rewind", c["granularity"], c["unit_criterion"], None)
+        args = (p.scope, "rewind", p.granularity, p.unit_criterion, None)
         return _next_masks(weights, rates, next_round, *args)
 
     alive = {w.name: np.array(w.mask) for w in weights}
@@ -961,8 +1033,6 @@ def _describe(obj) -> Any:
 
 
 def _gradual_callback(gradual, scope):
-    from keras_lottery.schedules import GradualPruning
-
     return gradual if isinstance(gradual, GradualPruning) else GradualPruning(gradual, scope=scope)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_lottery import pruning
+from keras_lottery import pruning, schedules
 from keras_lottery.convert import NotPrunableError
 from keras_lottery.record import LotteryRecord, RoundRecord
 from keras_lottery.schedules import import_tfmot
@@ -83,8 +83,6 @@ def freeze_masks(model: Any) -> None:
     the model's cached train function is dropped, since it holds the schedule
     it was traced with.
     """
-    from keras_lottery import schedules
-
     for wrapper in pruning_wrappers(model):
         masks = [np.array(m) for _, m, _ in wrapper.pruning_vars]
         done = 1.0 - sum(float(m.sum()) for m in masks) / max(sum(m.size for m in masks), 1)
@@ -100,8 +98,6 @@ def prune_now(wrapper: Any, sparsity: float) -> None:
     :func:`freeze_masks` before training a model traced with another schedule.
     """
     tfmot = import_tfmot()
-    from keras_lottery import schedules
-
     old = [np.array(m) for _, m, _ in wrapper.pruning_vars]
     if int(wrapper.pruning_step.numpy()) < 0:
         wrapper.pruning_step.assign(0)
