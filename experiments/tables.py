@@ -103,36 +103,11 @@ def mean_cell(rows, key="early_stop_test_accuracy"):
     return f"{sum(acc) / len(acc):.2f} ({min(acc):.2f}–{max(acc):.2f}) @ {sum(it) / len(it):.0f}"
 
 
-def full_length_table():
-    """Rewind vs reinit at 50,000 iterations per round: at early stop and at the end."""
-    names = {"rewind": "rewind_s{}_r15_n50000", "reinit": "reinit_s{}_r15_n50000"}
+def pm_table(names, titles, length):
+    """Per Pm, each strategy at early stop (mean over seeds) and at the end of the round."""
     runs = {k: [by_pm(load(n.format(seed))) for seed in FULL_SEEDS] for k, n in names.items()}
     pms = sorted({pm for rs in runs.values() for run in rs for pm in run}, reverse=True)
-    lines = [
-        "| Pm % | winning ticket at early stop | at 50,000 | reinit at early stop | at 50,000 |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for pm in pms:
-        cells = []
-        for k in names:
-            rows = [run.get(pm) for run in runs[k]]
-            cells.append(mean_cell(rows))
-            final = [100 * r["final_test_accuracy"] for r in rows if r is not None]
-            cells.append(f"{sum(final) / len(final):.2f}" if final else "–")
-        lines.append(f"| {pm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def retrain_table():
-    """Rewind to θ0 vs learning-rate rewinding vs fine-tuning, 5,000 iterations per round."""
-    names = {
-        "rewind": "rewind_s{}_r10_n5000",
-        "lr_rewind": "lr_rewind_s{}_r10_n5000",
-        "finetune": "finetune_s{}_r10_n5000",
-    }
-    runs = {k: [by_pm(load(n.format(seed))) for seed in FULL_SEEDS] for k, n in names.items()}
-    pms = sorted({pm for rs in runs.values() for run in rs for pm in run}, reverse=True)
-    head = " | ".join(f"{k} at early stop | at 5,000" for k in names)
+    head = " | ".join(f"{title} at early stop | at {length}" for title in titles)
     lines = [f"| Pm % | {head} |", "|---:|" + "---:|" * (2 * len(names))]
     for pm in pms:
         cells = []
@@ -143,6 +118,22 @@ def retrain_table():
             cells.append(f"{sum(final) / len(final):.2f}" if final else "–")
         lines.append(f"| {pm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def full_length_table():
+    """Rewind vs reinit at 50,000 iterations per round: at early stop and at the end."""
+    names = {"rewind": "rewind_s{}_r15_n50000", "reinit": "reinit_s{}_r15_n50000"}
+    return pm_table(names, ["winning ticket", "reinit"], "50,000")
+
+
+def retrain_table():
+    """Rewind to θ0 vs learning-rate rewinding vs fine-tuning, 5,000 iterations per round."""
+    names = {
+        "rewind": "rewind_s{}_r10_n5000",
+        "lr_rewind": "lr_rewind_s{}_r10_n5000",
+        "finetune": "finetune_s{}_r10_n5000",
+    }
+    return pm_table(names, list(names), "5,000")
 
 
 def early_bird_table():
