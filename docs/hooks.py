@@ -33,7 +33,7 @@ EXTRA_PAGES = {
     "benchmarks/README.md": "benchmarks/README.md",
     "CHANGELOG.md": "changelog.md",
 }
-EXTRA_GLOBS = ["experiments/results/*.png"]
+EXTRA_GLOBS = ["experiments/results/*.png", "benchmarks/*.png"]
 
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
