@@ -10,10 +10,16 @@ as it is -- same layers, same variables, no copy -- and owns the masks:
   a pruned weight (``Dense._kernel``, ``LSTMCell.recurrent_kernel``, ...)
   shows ``weight * mask`` instead of the variable, so pruned weights take part
   in no computation and receive exactly zero gradient;
-* storage: pruned weights are set to exactly 0 when a mask changes.  A weight
-  that is 0 and gets zero gradient stays 0 under SGD (with momentum), Adam,
-  AdamW, RMSprop, Adagrad and Lion, because their state for it stays 0 too
-  (every round starts from a fresh optimizer state).
+* storage: pruned weights are set to exactly 0 when a mask changes and when
+  ``fit`` or ``train_on_batch`` starts.  A weight that is 0 and gets zero
+  gradient stays 0 under SGD (with momentum), Adam, AdamW, RMSprop, Adagrad
+  and Lion, because their state for it stays 0 too (every round starts from a
+  fresh optimizer state);
+* training step: inside ``fit`` and ``train_on_batch`` storage holds the
+  zeros, so the training forward pass shows the variable itself (``weight *
+  mask`` equals it) and masks only its gradient: a step holds no masked copy
+  of the model's weights.  Any other call (inference, evaluation, a custom
+  training loop) computes ``weight * mask``, whatever storage holds.
 
 Masks are non-trainable boolean variables of the wrapper, so they are part of
 the training state on every backend (TensorFlow, JAX): changing a mask needs
@@ -70,6 +76,7 @@ class MaskedModel(keras.Model):
         kwargs["autocast"] = False  # each wrapped layer casts its own weights
         super().__init__(**kwargs)
         self.model = model
+        object.__setattr__(self, "_zeros_stored", False)  # True inside fit/train_on_batch
         self._selection = (include, exclude)
         rows = discover(model, include, exclude)
         outputs = output_paths(model, rows)
@@ -90,17 +97,47 @@ class MaskedModel(keras.Model):
 
     # -- the forward pass ------------------------------------------------
     def call(self, inputs, training=None):
-        with self.masks_applied():
+        stored_zeros = training is True and self._zeros_stored
+        with self.masks_applied(stored_zeros=stored_zeros):
             return self.model(inputs, training=training)
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``, after setting pruned weights to 0 in storage (see module doc)."""
+        with self._storage_zeroed():
+            return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        """``keras.Model.train_on_batch``, after setting pruned weights to 0 in storage."""
+        with self._storage_zeroed():
+            return super().train_on_batch(*args, **kwargs)
+
     @contextlib.contextmanager
-    def masks_applied(self):
-        """Inside, every layer attribute holding a pruned weight shows ``weight * mask``."""
+    def _storage_zeroed(self):
+        """Zero pruned weights in storage; inside, training steps rely on it."""
+        self.apply_masks()
+        previous = self._zeros_stored
+        object.__setattr__(self, "_zeros_stored", True)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_zeros_stored", previous)
+
+    @contextlib.contextmanager
+    def masks_applied(self, stored_zeros: bool = False):
+        """Inside, every layer attribute holding a pruned weight shows ``weight * mask``.
+
+        ``stored_zeros=True`` trusts that pruned weights are 0 in storage (as
+        ``fit`` makes sure): the attribute shows the variable's value, whose
+        gradient is masked, instead of a masked copy.
+        """
         swapped = []
         try:
             for pw in self._pruned:
                 var = pw.kernel
-                masked = ops.where(pw.mask.value, var.value, ops.zeros((), dtype=var.dtype))
+                if stored_zeros:
+                    masked = _masked_gradient(var.value, pw.mask.value)
+                else:
+                    masked = ops.where(pw.mask.value, var.value, ops.zeros((), dtype=var.dtype))
                 for owner in pw.info.owners:
                     layer = owner.layer
                     value = masked
@@ -224,6 +261,21 @@ class MaskedModel(keras.Model):
 
     def build(self, input_shape=None):  # built at construction (the wrapped model is)
         self.built = True
+
+
+def _masked_gradient(value, mask):
+    """``value`` itself, with a gradient that is 0 where ``mask`` is False."""
+
+    @ops.custom_gradient
+    def identity(x):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return ops.where(mask, upstream, ops.zeros((), dtype=upstream.dtype))
+
+        return x, grad
+
+    return identity(value)
 
 
 def _json_selector(value) -> bool:

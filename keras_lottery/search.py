@@ -56,6 +56,7 @@ from keras_lottery.distributed import is_chief
 from keras_lottery.early_bird import EarlyBird, EarlyBirdStop
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.gradual import GradualPruning
+from keras_lottery.memory import release_freed
 from keras_lottery.options import GRANULARITIES, GROUPS, UNSET, Pruning, Reset, Training
 from keras_lottery.options import SCOPES as SCOPES  # the choices, also as search.SCOPES
 from keras_lottery.options import STRATEGIES as STRATEGIES
@@ -207,12 +208,7 @@ def find_ticket(
         if r > 0:
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
             # and apply the masks the last pruning made.
-            _reset(ticket, state, reset.strategy, rewind, seed, r)
-            optimizer0.restore(
-                ticket.optimizer, reset.rewind_to, reset.strategy, reset.finetune_lr_scale
-            )
-            # and pruned weights (and their optimizer state, unless fresh zeros) to exactly 0
-            ticket.set_masks(next_masks, optimizer_state=not optimizer0.zeros)
+            _start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
         # 2. Train the network, arriving at θj.
         round_record, snapshot = _train_round(
             ticket, trainer, r, opts, state, weights, rates, callbacks
@@ -434,6 +430,7 @@ def _resume(checkpoint: RunCheckpoint, rng, ticket, state, optimizer0):
 def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callbacks):
     """Step 2 of round ``r``: seed it, train it, describe it; and its θk snapshot (or None)."""
     seed, rewind_to = opts.training.seed, opts.reset.rewind_to
+    release_freed()  # what set-up or the last reset freed, before training allocates
     if seed is not None:
         _seed_round(seed + r)  # same stream whether resumed or not
     snapshot = None
@@ -464,6 +461,7 @@ def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callb
 def _prune(weights, rates, r, opts: _Search, rng) -> PackedMasks:
     """Step 3 after round ``r``: the masks of the next round, by the strategy's rule."""
     p = opts.pruning
+    release_freed()  # the training step's temporaries
     masks = _next_masks(
         weights,
         rates,
@@ -1107,6 +1105,20 @@ def _seed_round(seed: int) -> None:
     global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
+
+
+def _start_round(ticket, state, rewind, optimizer0, masks, reset: Reset, seed, r) -> None:
+    """Step 4 before round ``r``: reset the weights and the optimizer, apply ``masks``.
+
+    Pruned weights, and their optimizer state unless it restarts at zeros, are
+    set to exactly 0.  Each phase's per-weight temporaries are handed back to
+    the system before the next phase allocates (:mod:`keras_lottery.memory`).
+    """
+    _reset(ticket, state, reset.strategy, rewind, seed, r)
+    release_freed()
+    optimizer0.restore(ticket.optimizer, reset.rewind_to, reset.strategy, reset.finetune_lr_scale)
+    release_freed()
+    ticket.set_masks(masks, optimizer_state=not optimizer0.zeros)
 
 
 def _reset(ticket, state, strategy, rewind_values, seed, r):

@@ -82,17 +82,38 @@ def test_forward_pass_uses_masked_weights(kind):
 
 @pytest.mark.backends
 def test_pruned_weights_get_exactly_zero_gradient():
-    """One SGD step leaves pruned weights untouched even when they are not 0 in storage."""
+    """One SGD step leaves pruned weights at 0: the training step masks their gradient."""
     masked = kl.make_prunable(build("transformer_block")[0])
     _, x, y = build("transformer_block")
     masked.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
     _raw_masks(masked, keep=0.3)
+    masked.apply_masks()
     before = {pw.name: np.array(pw.kernel) for pw in masked.prunable_weights()}
     masked.train_on_batch(x[:8], y[:8])
     for pw in masked.prunable_weights():
         value, mask = np.asarray(pw.kernel), np.asarray(pw.mask)
-        np.testing.assert_array_equal(value[~mask], before[pw.name][~mask])
+        assert not np.any(value[~mask]), pw.name
         assert np.any(value[mask] != before[pw.name][mask]), pw.name  # survivors move
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("entry", ["fit", "train_on_batch"])
+def test_training_zeroes_storage_first_and_computes_the_masked_function(entry):
+    """Pruned weights left non-zero in storage are zeroed before the first training step,
+    and the training step (variables as stored, gradient masked) computes weight * mask."""
+    masked = kl.make_prunable(lenet(hidden=(32,)))
+    masked.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(True))
+    _raw_masks(masked, keep=0.4)  # storage still dense
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 28, 28)).astype("float32"), rng.integers(0, 10, 16)
+    expected = masked.evaluate(x, y, batch_size=16, verbose=0)  # weight * mask, dense storage
+    if entry == "fit":
+        loss = masked.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0]
+    else:
+        loss = float(masked.train_on_batch(x, y))
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    for pw in masked.prunable_weights():
+        assert not np.any(np.asarray(pw.kernel)[~np.asarray(pw.mask)]), pw.name
 
 
 @pytest.mark.backends

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import checkpoint, pruning
+from keras_lottery import checkpoint, memory, pruning
 from keras_lottery.bitmasks import PackedMasks
 from keras_lottery.search import _OptimizerStart, _seed_round
 
@@ -217,3 +217,30 @@ def test_the_train_step_is_traced_once_for_all_rounds(small, monkeypatch):
     kl.find_ticket(mlp(), small, rounds=3, callbacks=[Rounds()], **OPTS)
     assert len(starts) == 4 and True in traced
     assert True not in traced[starts[1] :], traced  # masks and weights change as variables
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(memory._malloc_trim() is None, reason="needs glibc's malloc_trim")
+def test_freed_heap_memory_goes_back_to_the_system():
+    """Blocks below glibc's mmap threshold, freed around a few live ones, stay resident
+    until release_freed() (what a search calls between its phases)."""
+    blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MB on the heap
+    keep = blocks[::100]  # live blocks scattered through it: no trim at the top
+    del blocks
+    before = _rss_mb()
+    assert memory.release_freed()
+    assert before - _rss_mb() > 100
+    assert len(keep) == 30
+
+
+def test_release_freed_is_a_no_op_off_linux(monkeypatch):
+    memory._malloc_trim.cache_clear()
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    try:
+        assert memory._malloc_trim() is None and memory.release_freed() is False
+    finally:
+        memory._malloc_trim.cache_clear()
