@@ -114,7 +114,7 @@ class MaskedModel(keras.Model):
     @contextlib.contextmanager
     def _storage_zeroed(self):
         """Zero pruned weights in storage; inside, training steps rely on it."""
-        self.apply_masks()
+        self._zero_pruned()
         previous = self._zeros_stored
         object.__setattr__(self, "_zeros_stored", True)
         try:
@@ -168,11 +168,15 @@ class MaskedModel(keras.Model):
         for pw in self._pruned:
             if pw.name in masks:
                 pw.mask.assign(ops.cast(ops.convert_to_tensor(masks[pw.name]), "bool"))
-        for pw in self._pruned:  # as apply_masks, without counting on the host
-            zero = ops.zeros((), dtype=pw.kernel.dtype)
-            pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
+        self._zero_pruned()
         if optimizer_state:
             self._clear_optimizer_state()
+
+    def _zero_pruned(self) -> None:
+        """As :meth:`apply_masks`, without counting on the host (no transfer, no sync)."""
+        for pw in self._pruned:
+            zero = ops.zeros((), dtype=pw.kernel.dtype)
+            pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
 
     def _clear_optimizer_state(self) -> None:
         optimizer = getattr(self, "optimizer", None)
