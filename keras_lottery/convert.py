@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_lottery.coverage import REASONS, coverage
+from keras_lottery.coverage import REASONS, Coverage, discover
 from keras_lottery.masked_model import MaskedModel, PrunableWeight
 
 
@@ -80,14 +80,19 @@ def sparsity(model: keras.Model) -> dict[str, float]:
     with the sparsity of an exported file.  For a mask-aware model a pruned
     weight's entry is its mask's sparsity.
     """
-    masks = {pw.name: np.asarray(pw.mask) for pw in prunable_weights(model)}
+    if isinstance(model, MaskedModel):  # sparsity from the kept counts, read once
+        table = model.coverage()
+    else:
+        table = Coverage(discover(model))
     out, zeros, total = {}, 0, 0
-    for row in coverage(model).rows:
+    for row in table.rows:
         if not row.is_matrix:
             continue
-        nonzero = masks[row.path] if row.path in masks else np.asarray(row.variable)
-        size = nonzero.size
-        n_zero = size - int(np.count_nonzero(nonzero))
+        size = int(np.prod(row.variable.shape))
+        if row.path in table.sparsity:  # 1 - kept / size: rounding gives the count back
+            n_zero = round(table.sparsity[row.path] * size)
+        else:
+            n_zero = size - int(np.count_nonzero(np.asarray(row.variable)))
         out[row.path] = n_zero / size
         zeros += n_zero
         total += size

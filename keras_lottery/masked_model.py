@@ -130,14 +130,14 @@ class MaskedModel(keras.Model):
         ``fit`` makes sure): the attribute shows the variable's value, whose
         gradient is masked, instead of a masked copy.
         """
-        swapped = []
+        swapped, zero = [], _Zeros()
         try:
             for pw in self._pruned:
                 var = pw.kernel
                 if stored_zeros:
                     masked = _masked_gradient(var.value, pw.mask.value)
                 else:
-                    masked = ops.where(pw.mask.value, var.value, ops.zeros((), dtype=var.dtype))
+                    masked = ops.where(pw.mask.value, var.value, zero[var.dtype])
                 for owner in pw.info.owners:
                     layer = owner.layer
                     value = masked
@@ -174,17 +174,18 @@ class MaskedModel(keras.Model):
 
     def _zero_pruned(self) -> None:
         """As :meth:`apply_masks`, without counting on the host (no transfer, no sync)."""
+        zero = _Zeros()
         for pw in self._pruned:
-            zero = ops.zeros((), dtype=pw.kernel.dtype)
-            pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
+            pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero[pw.kernel.dtype]))
 
     def _clear_optimizer_state(self) -> None:
         optimizer = getattr(self, "optimizer", None)
         if optimizer is None or not optimizer.built:
             return
+        zero = _Zeros()
         for pw, slots in zip(self._pruned, self._optimizer_slots(optimizer)):
             for slot in slots:
-                slot.assign(ops.where(pw.mask.value, slot.value, ops.zeros((), dtype=slot.dtype)))
+                slot.assign(ops.where(pw.mask.value, slot.value, zero[slot.dtype]))
 
     def _optimizer_slots(self, optimizer) -> list[list]:
         """Per pruned weight, the optimizer variables shaped like it (found once)."""
@@ -216,20 +217,33 @@ class MaskedModel(keras.Model):
         """
         if not self._pruned:
             return 0
-        zeros = [ops.zeros((), dtype=pw.kernel.dtype) for pw in self._pruned]
-        counts = [
-            ops.count_nonzero(ops.where(pw.mask.value, zero, pw.kernel.value))
-            for pw, zero in zip(self._pruned, zeros)
-        ]
-        strays = ops.convert_to_numpy(ops.stack(counts))  # one transfer to the host
-        for pw, zero, stray in zip(self._pruned, zeros, strays):
-            if stray:
-                pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero))
-        return int(strays.sum())
+        zero = _Zeros()
+
+        def strays(pw):  # bool: pruned and not 0 (NaN included)
+            nonzero = ops.not_equal(pw.kernel.value, zero[pw.kernel.dtype])
+            return ops.logical_and(ops.logical_not(pw.mask.value), nonzero)
+
+        # One transfer to the host; most calls find nothing, so only a flag per weight.
+        found = ops.convert_to_numpy(ops.stack([ops.any(strays(pw)) for pw in self._pruned]))
+        moved = 0
+        for pw, any_stray in zip(self._pruned, found):
+            if any_stray:
+                moved += int(ops.convert_to_numpy(ops.count_nonzero(strays(pw))))
+                pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero[pw.kernel.dtype]))
+        return moved
+
+    def kept_counts(self) -> np.ndarray:
+        """Per pruned weight (in :meth:`prunable_weights` order), how many weights it keeps."""
+        # Counted on the host: reading a bool mask is cheaper than a device-side cast.
+        return np.array([np.count_nonzero(np.asarray(pw.mask)) for pw in self._pruned], np.int64)
 
     def coverage(self) -> Coverage:
         """The coverage table, with the current sparsity of each pruned weight."""
-        sparsity = {pw.name: 1.0 - float(np.asarray(pw.mask).mean()) for pw in self._pruned}
+        sizes = [int(np.prod(pw.mask.shape)) for pw in self._pruned]
+        sparsity = {
+            pw.name: 1.0 - int(kept) / size if size else 0.0
+            for pw, kept, size in zip(self._pruned, self.kept_counts(), sizes)
+        }
         return Coverage(self._rows, sparsity)
 
     def strip(self) -> keras.Model:
@@ -265,6 +279,14 @@ class MaskedModel(keras.Model):
 
     def build(self, input_shape=None):  # built at construction (the wrapped model is)
         self.built = True
+
+
+class _Zeros(dict):
+    """Scalar zeros by dtype, each made once (an eager ``ops.zeros`` costs a dispatch)."""
+
+    def __missing__(self, dtype):
+        self[dtype] = zero = ops.zeros((), dtype=dtype)
+        return zero
 
 
 def _masked_gradient(value, mask):

@@ -152,6 +152,35 @@ def test_pruned_weights_never_regrow(optimizer):
         assert np.all(np.asarray(pw.kernel)[m] != 0)  # survivors trained
 
 
+@pytest.mark.backends
+def test_set_masks_apply_masks_and_kept_counts_agree_with_numpy():
+    """Computed on the device; the same as NumPy on the host, call after call."""
+    model = kl.make_prunable(lenet(hidden=(32,)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 28, 28)).astype("float32"), rng.integers(0, 10, 32)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # non-zero Adam moments
+    pws = model.prunable_weights()
+    slots = model._optimizer_slots(model.optimizer)
+    for call in range(3):
+        masks = {pw.name: rng.random(pw.mask.shape) < 0.5 for pw in pws}
+        model.set_masks(masks)
+        for pw, pw_slots in zip(pws, slots):
+            m = masks[pw.name]
+            assert not np.any(np.asarray(pw.kernel)[~m]), call
+            assert pw_slots and all(not np.any(np.asarray(s)[~m]) for s in pw_slots), call
+        np.testing.assert_array_equal(model.kept_counts(), [m.sum() for m in masks.values()])
+        dense = [rng.standard_normal(pw.kernel.shape).astype("float32") for pw in pws]
+        for pw, value in zip(pws, dense):
+            pw.kernel.assign(value)
+        strays = sum(int(np.count_nonzero(v[~masks[pw.name]])) for pw, v in zip(pws, dense))
+        assert model.apply_masks() == strays > 0
+        assert model.apply_masks() == 0
+        for pw, value in zip(pws, dense):
+            m = masks[pw.name]
+            np.testing.assert_array_equal(np.asarray(pw.kernel), np.where(m, value, 0))
+
+
 def _functional_model():
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inp)
