@@ -79,7 +79,13 @@ def shuffled_batches(x, y, batch_size: int, seed: int):
         pick = lambda t: tf.gather(t, idx)  # noqa: E731
         return keras.tree.map_structure(pick, xs), keras.tree.map_structure(pick, ys)
 
-    return tf.data.Dataset.counter().flat_map(one_pass).map(gather).prefetch(tf.data.AUTOTUNE)
+    # No autotuning: deleting an iterator that the autotuner has watched for a
+    # while waits for its optimisation loop (about 1 s after half the fits of a
+    # ResNet50 round, TensorFlow 2.21), and gathering in-memory rows needs no tuning.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    stream = tf.data.Dataset.counter().flat_map(one_pass).map(gather).prefetch(2)
+    return stream.with_options(options)
 
 
 def pass_order(n: int, seed: int, epoch: int) -> np.ndarray:
