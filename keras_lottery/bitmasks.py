@@ -32,7 +32,8 @@ class PackedMasks(Mapping[str, np.ndarray]):
         packed = {}
         for name, mask in masks.items():
             array = np.asarray(mask)
-            packed[name] = (np.packbits(array.ravel() != 0), tuple(array.shape))
+            bits = array.ravel() if array.dtype == bool else array.ravel() != 0
+            packed[name] = (np.packbits(bits), tuple(array.shape))
         return cls(packed)
 
     def __getitem__(self, name: str) -> np.ndarray:

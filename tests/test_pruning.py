@@ -34,9 +34,15 @@ def test_ties_are_broken_by_position():
     assert new["a"].ravel().tolist() == [1] * 5 + [0] * 11
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("dtype", [bool, np.uint8, np.float32])
-def test_selection_equals_a_stable_sort_of_the_survivors(dtype):
-    """Partial selection over survivors == keep the k largest, ties by position."""
+def test_selection_equals_a_stable_sort_of_the_survivors(dtype, chunk, monkeypatch):
+    """Partial selection over survivors == keep the k largest, ties by position.
+
+    ``chunk=7``: the survivors are gathered in many chunks, some without survivors.
+    """
+    if chunk is not None:
+        monkeypatch.setattr(pruning, "_CHUNK", chunk)
     rng = np.random.default_rng(1)
     for _ in range(100):
         shape = tuple(rng.integers(1, 30, size=2))
