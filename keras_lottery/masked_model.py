@@ -34,6 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lottery.assign import assign
 from keras_lottery.coverage import Coverage, WeightInfo, discover, output_paths
 
 _PACKAGE = "keras_lottery"
@@ -77,6 +78,7 @@ class MaskedModel(keras.Model):
         super().__init__(**kwargs)
         self.model = model
         object.__setattr__(self, "_zeros_stored", False)  # True inside fit/train_on_batch
+        object.__setattr__(self, "_zeros_known", False)  # a caller has just zeroed them
         self._selection = (include, exclude)
         rows = discover(model, include, exclude)
         outputs = output_paths(model, rows)
@@ -114,13 +116,29 @@ class MaskedModel(keras.Model):
     @contextlib.contextmanager
     def _storage_zeroed(self):
         """Zero pruned weights in storage; inside, training steps rely on it."""
-        self._zero_pruned()
+        if not self._zeros_known:
+            self._zero_pruned()
         previous = self._zeros_stored
         object.__setattr__(self, "_zeros_stored", True)
         try:
             yield
         finally:
             object.__setattr__(self, "_zeros_stored", previous)
+
+    @contextlib.contextmanager
+    def _zeroed_already(self):
+        """Inside, ``fit`` skips zeroing: for a caller that has just called :meth:`set_masks`.
+
+        Only for code that writes no weight in between (the search between a
+        round's reset and its training): ``fit`` would otherwise train on
+        whatever storage holds at pruned positions.
+        """
+        previous = self._zeros_known
+        object.__setattr__(self, "_zeros_known", True)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_zeros_known", previous)
 
     @contextlib.contextmanager
     def masks_applied(self, stored_zeros: bool = False):
@@ -167,7 +185,13 @@ class MaskedModel(keras.Model):
         """
         for pw in self._pruned:
             if pw.name in masks:
-                pw.mask.assign(ops.cast(ops.convert_to_tensor(masks[pw.name]), "bool"))
+                mask = np.asarray(masks[pw.name]).astype(bool, copy=False)
+                if mask.shape != tuple(pw.mask.shape):
+                    raise ValueError(
+                        f"The mask for {pw.name!r} has shape {mask.shape}, but the weight has "
+                        f"shape {tuple(pw.mask.shape)}: a mask holds one entry per weight."
+                    )
+                assign(pw.mask, mask)
         self._zero_pruned()
         if optimizer_state:
             self._clear_optimizer_state()
@@ -176,7 +200,7 @@ class MaskedModel(keras.Model):
         """As :meth:`apply_masks`, without counting on the host (no transfer, no sync)."""
         zero = _Zeros()
         for pw in self._pruned:
-            pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero[pw.kernel.dtype]))
+            assign(pw.kernel, ops.where(pw.mask.value, pw.kernel.value, zero[pw.kernel.dtype]))
 
     def _clear_optimizer_state(self) -> None:
         optimizer = getattr(self, "optimizer", None)
@@ -185,7 +209,7 @@ class MaskedModel(keras.Model):
         zero = _Zeros()
         for pw, slots in zip(self._pruned, self._optimizer_slots(optimizer)):
             for slot in slots:
-                slot.assign(ops.where(pw.mask.value, slot.value, zero[slot.dtype]))
+                assign(slot, ops.where(pw.mask.value, slot.value, zero[slot.dtype]))
 
     def _optimizer_slots(self, optimizer) -> list[list]:
         """Per pruned weight, the optimizer variables shaped like it (found once)."""
@@ -229,7 +253,7 @@ class MaskedModel(keras.Model):
         for pw, any_stray in zip(self._pruned, found):
             if any_stray:
                 moved += int(ops.convert_to_numpy(ops.count_nonzero(strays(pw))))
-                pw.kernel.assign(ops.where(pw.mask.value, pw.kernel.value, zero[pw.kernel.dtype]))
+                assign(pw.kernel, ops.where(pw.mask.value, pw.kernel.value, zero[pw.kernel.dtype]))
         return moved
 
     def kept_counts(self) -> np.ndarray:

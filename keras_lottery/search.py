@@ -13,6 +13,7 @@ The controls of the paper are branches of steps 3 and 4 (``strategy``).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import math
@@ -30,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import pruning, structure
+from keras_lottery.assign import Fills, assign
 from keras_lottery.bitmasks import PackedMasks
 from keras_lottery.callbacks import (
     DivergenceGuard,
@@ -774,14 +776,17 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
     start_iter = current_iteration(ticket)
     t0 = time.perf_counter()
     fit_kwargs = {"shuffle": False, **training.fit_kwargs}  # the stream is shuffled already
-    history = ticket.fit(
-        training.stream(),
-        epochs=training.epochs,
-        steps_per_epoch=training.steps_per_epoch,
-        callbacks=extra,
-        verbose=training.verbose,
-        **fit_kwargs,
-    )
+    # After round 0, _start_round's set_masks has just zeroed the pruned weights.
+    zeroed = ticket._zeroed_already() if r > 0 else contextlib.nullcontext()
+    with zeroed:
+        history = ticket.fit(
+            training.stream(),
+            epochs=training.epochs,
+            steps_per_epoch=training.steps_per_epoch,
+            callbacks=extra,
+            verbose=training.verbose,
+            **fit_kwargs,
+        )
     seconds = time.perf_counter() - t0
     moved = ticket.apply_masks()
     if moved:
@@ -1132,7 +1137,7 @@ def _reset(ticket, state, strategy, rewind_values, seed, r):
         rewind_values = _fresh_values(ticket.model, round_seed)
         assert len(rewind_values) == len(state)
     for var, value in zip(state, rewind_values):
-        var.assign(value)
+        assign(var, value)
 
 
 class _OptimizerStart:
@@ -1163,13 +1168,12 @@ class _OptimizerStart:
         )
 
     def restore(self, optimizer, rewind_to, strategy, lr_scale) -> None:
+        fills = Fills()  # one zeros tensor per shape on TensorFlow, not one per variable
         for i, var in enumerate(optimizer.variables):
             if str(i) in self.stored:
-                var.assign(self.stored[str(i)])
-            elif self.fills[i] == 0:  # zeros: cheaper than a filled broadcast on TensorFlow
-                var.assign(keras.ops.zeros(var.shape, dtype=var.dtype))
+                assign(var, self.stored[str(i)])
             else:
-                var.assign(keras.ops.full(var.shape, self.fills[i], dtype=var.dtype))
+                assign(var, fills(var.shape, var.dtype, self.fills[i]))
         if isinstance(rewind_to, int) and strategy in ("rewind", "lr_rewind"):
             optimizer.iterations.assign(rewind_to)
         if strategy == "finetune":

@@ -186,6 +186,32 @@ def test_set_masks_apply_masks_and_kept_counts_agree_with_numpy():
             np.testing.assert_array_equal(np.asarray(pw.kernel), np.where(m, value, 0))
 
 
+def test_set_masks_names_the_weight_whose_mask_has_another_shape():
+    model = kl.make_prunable(lenet(hidden=(32,)))
+    pw = model.prunable_weights()[0]
+    before = np.array(pw.mask)
+    with pytest.raises(ValueError, match=f"{re.escape(pw.name)}.*shape"):
+        model.set_masks({pw.name: np.ones(tuple(pw.mask.shape)[::-1], bool)})
+    np.testing.assert_array_equal(np.asarray(pw.mask), before)
+
+
+def test_fit_skips_its_zeroing_only_where_the_caller_has_just_zeroed(monkeypatch):
+    """The search's private skip: ``fit`` inside ``_zeroed_already`` does not zero again."""
+    model = kl.make_prunable(lenet(hidden=(8,)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    calls = []
+    original = kl.MaskedModel._zero_pruned
+    monkeypatch.setattr(
+        kl.MaskedModel, "_zero_pruned", lambda self: (calls.append(1), original(self))
+    )
+    x, y = np.zeros((4, 28, 28), "float32"), np.zeros(4, "int32")
+    with model._zeroed_already():
+        model.fit(x, y, batch_size=4, verbose=0)
+    assert calls == []
+    model.fit(x, y, batch_size=4, verbose=0)
+    assert calls == [1]
+
+
 def _functional_model():
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inp)
