@@ -118,14 +118,9 @@ class MaskedModel(keras.Model):
         """Zero pruned weights in storage; inside, training steps rely on it."""
         if not self._zeros_known:
             self._zero_pruned()
-        previous = self._zeros_stored
-        object.__setattr__(self, "_zeros_stored", True)
-        try:
+        with self._flag("_zeros_stored"):
             yield
-        finally:
-            object.__setattr__(self, "_zeros_stored", previous)
 
-    @contextlib.contextmanager
     def _zeroed_already(self):
         """Inside, ``fit`` skips zeroing: for a caller that has just called :meth:`set_masks`.
 
@@ -133,12 +128,17 @@ class MaskedModel(keras.Model):
         round's reset and its training): ``fit`` would otherwise train on
         whatever storage holds at pruned positions.
         """
-        previous = self._zeros_known
-        object.__setattr__(self, "_zeros_known", True)
+        return self._flag("_zeros_known")
+
+    @contextlib.contextmanager
+    def _flag(self, name: str):
+        """Inside, the private attribute ``name`` is True (not tracked by Keras)."""
+        previous = getattr(self, name)
+        object.__setattr__(self, name, True)
         try:
             yield
         finally:
-            object.__setattr__(self, "_zeros_known", previous)
+            object.__setattr__(self, name, previous)
 
     @contextlib.contextmanager
     def masks_applied(self, stored_zeros: bool = False):
