@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lottery.assign import Fills, assign
+from keras_lottery.assign import SHARED_BYTES, Fills, assign
 
 pytestmark = pytest.mark.backends
 
@@ -27,7 +27,12 @@ def test_fills_hold_the_value_and_share_only_on_tensorflow():
     np.testing.assert_array_equal(np.asarray(zeros), np.zeros((2, 2)))
     np.testing.assert_array_equal(np.asarray(ones), np.ones((2, 2)))
     assert keras.backend.standardize_dtype(other.dtype) == "int32"
-    assert (zeros is again) == (keras.backend.backend() == "tensorflow")
+    on_tf = keras.backend.backend() == "tensorflow"
+    assert (zeros is again) == on_tf
+    # Up to SHARED_BYTES only: a large shared buffer's copy at the first update is one more buffer.
+    edge, big = (SHARED_BYTES // 4,), (SHARED_BYTES // 4 + 1,)
+    assert (fills(edge, "float32") is fills(edge, "float32")) == on_tf
+    assert fills(big, "float32") is not fills(big, "float32")
 
 
 def test_variables_filled_from_one_tensor_update_independently():
