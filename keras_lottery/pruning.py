@@ -50,7 +50,9 @@ def _top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
     k = min(k, survivors.size)
     if k <= 0:
         return np.zeros_like(alive)
-    kth = np.partition(survivors, survivors.size - k)[survivors.size - k]
+    survivors.partition(survivors.size - k)  # in place: the gathered copy is ours
+    kth = survivors[survivors.size - k]
+    del survivors
     keep = (flat > kth) & live  # a new bool array: no masked assignment over the whole layer
     missing = k - int(np.count_nonzero(keep))
     if missing:
