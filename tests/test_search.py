@@ -112,6 +112,43 @@ def test_controls_change_what_they_should(small):
         np.testing.assert_array_equal(start_k, end_k * mask)  # trained weights kept
 
 
+class WritesIntoPrunedWeights(keras.callbacks.Callback):
+    """At the end of each round's training, put 0.5 where the mask prunes (an EMA-like update)."""
+
+    def __init__(self):
+        super().__init__()
+        self.written, self.survivors = [], []
+
+    def on_train_end(self, logs=None):
+        count, kept = 0, {}
+        for pw in kl.prunable_weights(self.model):
+            kernel, mask = np.array(pw.kernel), np.array(pw.mask).astype(bool)
+            pw.kernel.assign(np.where(mask, kernel, np.float32(0.5)))
+            count += int((~mask).sum())
+            kept[pw.name] = kernel[mask]
+        self.written.append(count)
+        self.survivors.append(kept)
+
+
+@pytest.mark.backends
+def test_pruned_weights_moved_by_training_are_counted_warned_and_zeroed(small):
+    spy = WritesIntoPrunedWeights()
+    with pytest.warns(UserWarning, match="were not 0 after training") as caught:
+        ticket = kl.find_ticket(
+            lenet(hidden=(64,)), small, rounds=2, seed=0, callbacks=[spy], **FAST
+        )
+    said = [str(w.message) for w in caught if "were not 0 after training" in str(w.message)]
+    # Round 0 prunes nothing, so nothing to move; rounds 1 and 2 name exactly what was written.
+    assert spy.written[0] == 0 and min(spy.written[1:]) > 0
+    assert len(said) == 2
+    for message, r in zip(said, (1, 2)):
+        assert message.startswith(f"Round {r}: {spy.written[r]} pruned weights were not 0")
+    for pw in kl.prunable_weights(ticket):
+        kernel, mask = np.array(pw.kernel), np.array(pw.mask).astype(bool)
+        assert np.all(kernel[~mask] == 0)  # set back to 0
+        np.testing.assert_array_equal(kernel[mask], spy.survivors[-1][pw.name])  # untouched
+
+
 def test_reinit_draws_new_values_even_with_seeded_initializers(small):
     keras.utils.set_random_seed(0)
     init = [keras.initializers.GlorotNormal(seed=i) for i in range(2)]
