@@ -36,7 +36,7 @@ def per_round_rate(target_sparsity: float, rounds: int) -> float:
     return 1.0 - (1.0 - target_sparsity) ** (1.0 / rounds)
 
 
-def _top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
     """Mask keeping the ``k`` highest scores among ``alive`` positions.
 
     The k-th highest surviving score is found by partial selection
@@ -83,7 +83,7 @@ def magnitude_layerwise(
     weights: Arrays, masks: Arrays, keep: Mapping[str, int]
 ) -> dict[str, np.ndarray]:
     """Per layer, keep the ``keep[name]`` largest ``|w|`` among surviving weights."""
-    return {n: _top_k(np.abs(weights[n]), masks[n], keep[n]) for n in masks}
+    return {n: top_k(np.abs(weights[n]), masks[n], keep[n]) for n in masks}
 
 
 def magnitude_global(weights: Arrays, masks: Arrays, total_keep: int) -> dict[str, np.ndarray]:
@@ -91,7 +91,7 @@ def magnitude_global(weights: Arrays, masks: Arrays, total_keep: int) -> dict[st
     names = list(masks)
     scores = np.concatenate([np.abs(weights[n]).ravel() for n in names])
     alive = np.concatenate([masks[n].ravel() for n in names])
-    kept = _top_k(scores, alive, total_keep)
+    kept = top_k(scores, alive, total_keep)
     out, start = {}, 0
     for n in names:
         size = masks[n].size
@@ -104,7 +104,7 @@ def random_prune(
     masks: Arrays, keep: Mapping[str, int], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Per layer, keep ``keep[name]`` surviving weights chosen at random."""
-    return {n: _top_k(rng.random(m.shape), m, keep[n]) for n, m in masks.items()}
+    return {n: top_k(rng.random(m.shape), m, keep[n]) for n, m in masks.items()}
 
 
 def rearrange(masks: Arrays, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -141,7 +141,7 @@ def unit_masks(
     new = [m.copy() for m in masks]
     for i, (score, k) in enumerate(zip(scores, keep_units)):
         alive_units = (masks[i].sum(axis=0) > 0).astype(masks[i].dtype)
-        kept_units = _top_k(score, alive_units, k)
+        kept_units = top_k(score, alive_units, k)
         new[i] = new[i] * kept_units[None, :]
         new[i + 1] = new[i + 1] * kept_units[:, None]
     return new
@@ -178,7 +178,7 @@ def filter_scores(
 def keep_units(mask: np.ndarray, axis: int, scores: np.ndarray, k: int) -> np.ndarray:
     """A 0/1 vector over units keeping the ``k`` best-scored units still alive."""
     alive = np.moveaxis(mask, axis, -1).reshape(-1, mask.shape[axis]).any(axis=0)
-    return _top_k(scores, alive.astype(mask.dtype), k)
+    return top_k(scores, alive.astype(mask.dtype), k)
 
 
 def n_m_mask(weights: np.ndarray, mask: np.ndarray, n: int, m: int) -> np.ndarray:

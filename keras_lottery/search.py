@@ -853,10 +853,8 @@ def _next_masks(
         for w in weights:
             mask = np.asarray(w.mask)
             k = int(mask.sum()) if keep_current else _keep(w, rates, target_round)
-            new = pruning.magnitude_layerwise(
-                {w.name: np.asarray(w.kernel)}, {w.name: mask}, {w.name: k}
-            )
-            masks.update(PackedMasks.pack(new).packed)
+            new = pruning.top_k(_magnitudes(w.kernel), mask, k)
+            masks.update(PackedMasks.pack({w.name: new}).packed)
         masks = PackedMasks(masks)
         return pruning.rearrange(masks, rng) if strategy == "rearrange" else masks
     current = {w.name: np.array(w.mask) for w in weights}
@@ -890,6 +888,14 @@ def _next_masks(
     elif strategy == "rearrange":
         masks = pruning.rearrange(masks, rng)
     return masks
+
+
+def _magnitudes(variable) -> np.ndarray:
+    """``|w|`` on the host, in place when the host copy is our own (one copy, not two)."""
+    values = np.asarray(variable)  # TensorFlow: a fresh copy; JAX: may be a read-only view
+    if values.flags.owndata and values.flags.writeable:
+        return np.abs(values, out=values)
+    return np.abs(values)
 
 
 def _keep(w, rates, target_round) -> int:

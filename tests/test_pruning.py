@@ -52,7 +52,7 @@ def test_selection_equals_a_stable_sort_of_the_survivors(dtype, chunk, monkeypat
         order = [i for i in np.argsort(-scores.ravel(), kind="stable") if alive.ravel()[i]]
         expected = np.zeros(scores.size, dtype)
         expected[order[:k]] = 1
-        got = pruning._top_k(scores, alive, k)
+        got = pruning.top_k(scores, alive, k)
         assert got.dtype == alive.dtype and got.shape == alive.shape
         np.testing.assert_array_equal(got.ravel(), expected)
 

@@ -174,7 +174,7 @@ def test_partial_selection_keeps_what_a_stable_sort_keeps():
         order = np.argsort(-np.where(alive, scores, -np.inf), kind="stable")
         expected = np.zeros(n, bool)
         expected[order[: min(k, int(alive.sum()))]] = True
-        np.testing.assert_array_equal(pruning._top_k(scores, alive, k), expected)
+        np.testing.assert_array_equal(pruning.top_k(scores, alive, k), expected)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's caches")

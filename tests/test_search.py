@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import lenet
 
 import keras_lottery as kl
-from keras_lottery.pruning import keep_count
+from keras_lottery.pruning import keep_count, magnitude_layerwise
 
 FAST = dict(epochs=1, batch_size=60, validation_split=0.1, verbose=0)
 
@@ -65,6 +65,11 @@ def test_each_round_prunes_exactly_and_rewinds_to_theta0(small):
             assert record.rounds[r].layer_sparsity[name] == pytest.approx(1 - mask.mean())
             # masks never regrow: each round's mask is inside the previous one
             assert np.all(mask <= spy.starts[r - 1][name][1])
+            # ... and it keeps the largest trained magnitudes among the previous survivors
+            trained, before = spy.ends[r - 1][name]
+            keep = {name: keep_count(mask.size, rate, r)}
+            expected = magnitude_layerwise({name: trained}, {name: before}, keep)[name]
+            np.testing.assert_array_equal(mask, expected)
             # ... and pruned weights stay 0 through training
             assert np.all(spy.ends[r][name][0][mask == 0] == 0)
     assert ticket.lottery is record
