@@ -176,7 +176,10 @@ def find_ticket(
     ticket, splits, data_seed = _prepare(model, data, opts, validation_data, test_data, data_dir)
     weights = ticket.prunable_weights()
     rates = _layer_rates(ticket, opts.rate, p.output_rate, p.layer_rates, p.scope)
-    _check_model(ticket, splits[0], opts)
+    _check_model(ticket, opts)
+    trainer = _trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
+    _check_rewind_point(opts.reset, trainer)
+    _check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
 
     # 1. θ0: the user's weights (the one copy a search holds), and the optimizer's start.
     ticket.optimizer.build(ticket.trainable_variables)
@@ -188,8 +191,6 @@ def find_ticket(
     optimizer0 = _OptimizerStart(ticket.optimizer)
     record = LotteryRecord(config=opts.config)
     rng = np.random.default_rng(seed)
-    trainer = _trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
-    _check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
     start, next_masks, checkpoint = 0, None, None  # next_masks: made by the last pruning
     if run_dir is not None:
         checkpoint = RunCheckpoint(
@@ -371,22 +372,24 @@ def _prepare(model, data, opts: _Search, validation_data, test_data, data_dir):
     return ticket, (train, validation_data, test_data), data_seed
 
 
-def _check_model(ticket, train, opts: _Search) -> None:
-    """Refuse options the model or data cannot follow; say which weights stay dense."""
+def _check_model(ticket, opts: _Search) -> None:
+    """Refuse options the model cannot follow; say which weights stay dense."""
     _warn_dense(ticket)
-    reset, t = opts.reset, opts.training
-    if reset.strategy == "finetune" and not _constant_lr(ticket.optimizer):
+    if opts.reset.strategy == "finetune" and not _constant_lr(ticket.optimizer):
         raise ValueError(
             "strategy='finetune' scales the learning rate, which needs a constant "
             "learning rate; the optimizer uses a schedule."
         )
-    if isinstance(reset.rewind_to, int):
-        total = _total_steps(train, t.epochs, t.steps, t.batch_size)
-        if total is not None and reset.rewind_to >= total:
-            raise ValueError(
-                f"rewind_to={reset.rewind_to} is beyond the training length of {total} "
-                "iterations per round; choose k < that (e.g. 0.1%-7% of training)."
-            )
+
+
+def _check_rewind_point(reset: Reset, training: _Training) -> None:
+    """Refuse a rewind point k that a round never reaches."""
+    total = training.total_steps
+    if isinstance(reset.rewind_to, int) and total is not None and reset.rewind_to >= total:
+        raise ValueError(
+            f"rewind_to={reset.rewind_to} is beyond the training length of {total} "
+            "iterations per round; choose k < that (e.g. 0.1%-7% of training)."
+        )
 
 
 def _trainer(ticket, splits, t: Training, data_seed, verbose, fit_kwargs) -> _Training:
@@ -467,7 +470,7 @@ def _prune(weights, rates, r, opts: _Search, rng) -> PackedMasks:
     masks = _next_masks(
         weights,
         rates,
-        p.rounds if p.one_shot else r + 1,
+        p.rounds_after(r),
         p.scope,
         opts.reset.strategy,
         p.granularity,
@@ -909,11 +912,10 @@ def _early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> Ear
     of ``total`` iterations (each epoch if ``total`` is unknown), rounded up to
     whole calls of ``spe`` steps.
     """
-    next_round = p.rounds if p.one_shot else r + 1
 
     def predict():
         args = (p.scope, "rewind", p.granularity, p.unit_criterion, None)
-        return _next_masks(weights, rates, next_round, *args)
+        return _next_masks(weights, rates, p.rounds_after(r), *args)
 
     alive = {w.name: np.array(w.mask) for w in weights}
     every = eb.check_every or (None if total is None else spe * max(1, -(-(total // 20) // spe)))

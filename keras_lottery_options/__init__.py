@@ -366,6 +366,10 @@ class Pruning(_Options):
         """How many times the search prunes: 1 when one-shot, else ``rounds``."""
         return 1 if self.one_shot else self.rounds
 
+    def rounds_after(self, r: int) -> int:
+        """Rounds of ``rate`` in the masks pruned after round ``r`` (all of them if one-shot)."""
+        return self.rounds if self.one_shot else r + 1
+
 
 @dataclass(frozen=True)
 class Reset(_Options):

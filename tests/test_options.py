@@ -115,6 +115,9 @@ def test_rules_between_fields_and_groups():
         runs.normalize_config({"scope": "global", "granularity": "unit"})
     assert options.Pruning(rounds=3, one_shot=True).prunings == 1
     assert options.Pruning(rounds=3).prunings == 3
+    # the masks after round r hold r + 1 rounds of rate, or all of them at once when one-shot
+    assert [options.Pruning(rounds=3).rounds_after(r) for r in range(3)] == [1, 2, 3]
+    assert options.Pruning(rounds=3, one_shot=True).rounds_after(0) == 3
     # text from a sweep spec or the command line becomes the option's type
     config = runs.normalize_config({"rate": "0.3", "rounds": "2", "rewind_to": "10"})
     assert (config["rate"], config["rounds"], config["rewind_to"]) == (0.3, 2, 10)
