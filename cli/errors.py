@@ -24,6 +24,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from keras_lottery.callbacks import DivergenceError
     from keras_lottery.checkpoint import CorruptCheckpointError, RunDirInUseError
     from keras_lottery.convert import NotPrunableError
+    from keras_lottery.extras import MissingExtraError
     from keras_lottery.runs import RunError
 
     return (
@@ -35,6 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DivergenceError,
         NotPrunableError,
         RunError,
+        MissingExtraError,
     )
 
 
@@ -46,7 +48,7 @@ def debug_enabled() -> bool:
 def user_errors() -> Iterator[None]:
     """Turn library errors about bad input into :class:`click.ClickException` (exit 1).
 
-    Also imports TensorFlow quietly (see :func:`import_tensorflow`) first.
+    Also imports TensorFlow quietly on its backend (see :func:`import_tensorflow`) first.
     """
     import_tensorflow()
     if debug_enabled():
@@ -73,17 +75,46 @@ def check_jsonl_target(path: str | None) -> None:
         raise click.UsageError(f"--log-jsonl: {path} is not writable.")
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow once, its C++ start-up logs silenced unless ``--verbose``/``--debug``.
+def configured_backend() -> str:
+    """The Keras backend this process will use, read as Keras reads it, without importing Keras.
 
-    ``TF_CPP_MIN_LOG_LEVEL`` is set before the import; the lines TensorFlow's
-    libraries print before their logging is configured (oneDNN, CUDA stubs)
-    ignore it, so stderr is sent to the null device during the import only.
+    ``KERAS_BACKEND``, else the ``backend`` of ``$KERAS_HOME/keras.json`` (default
+    ``~/.keras``), else Keras's default, ``tensorflow``.
     """
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def import_tensorflow() -> None:
+    """On the TensorFlow backend, import TensorFlow once, its start-up logs silenced.
+
+    Other backends import nothing here.  Without TensorFlow installed, the
+    TensorFlow backend is a one-line error naming the two ways out.  The C++
+    logs are silenced unless ``--verbose``/``--debug``: ``TF_CPP_MIN_LOG_LEVEL`` is
+    set before the import; the lines TensorFlow's libraries print before their
+    logging is configured (oneDNN, CUDA stubs) ignore it, so stderr is sent to
+    the null device during the import only.
+    """
+    import importlib.util
     import sys
 
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or configured_backend() != "tensorflow":
         return
+    if importlib.util.find_spec("tensorflow") is None:
+        raise click.ClickException(
+            "The Keras backend is tensorflow (Keras's default; KERAS_BACKEND or "
+            "~/.keras/keras.json set it) but TensorFlow is not installed: run with "
+            "--backend jax or --backend torch (or set KERAS_BACKEND), or "
+            "pip install 'keras-lottery[tensorflow]'."
+        )
     if os.environ.get("KERAS_LOTTERY_VERBOSE"):
         import tensorflow  # noqa: F401
 

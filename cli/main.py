@@ -6,6 +6,7 @@ Commands are imported when used, and TensorFlow only when a command runs, so
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
@@ -100,7 +101,8 @@ def main() -> None:
     Once TensorFlow is loaded, interpreter shutdown can idle for many seconds
     (its runtime threads are joined and its objects finalized one by one), after
     every file is already written and closed.  So the process ends with
-    ``os._exit`` once output is flushed.
+    ``os._exit`` once the exit handlers have run (they remove the temporary
+    files TensorFlow's autograph writes, flush logs) and output is flushed.
     """
     try:
         cli(prog_name="keras-lottery")
@@ -113,6 +115,7 @@ def main() -> None:
             code = 1
     if "tensorflow" not in sys.modules:
         sys.exit(code)
+    atexit._run_exitfuncs()  # what os._exit would skip: clean-ups registered with atexit
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

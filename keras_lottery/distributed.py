@@ -11,6 +11,7 @@ worker before the search.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -21,9 +22,11 @@ def is_chief(strategy: Any = None) -> bool:
     or worker 0 of a cluster without one (TensorFlow's convention); a
     single-process strategy (or none) is its own chief.
     """
-    import tensorflow as tf
-
-    strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+    if strategy is None:
+        tf = sys.modules.get("tensorflow")
+        if tf is None:  # no TensorFlow loaded: no tf.distribute strategy either
+            return True
+        strategy = tf.distribute.get_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
     task_type = getattr(resolver, "task_type", None)
     if not task_type:
@@ -44,8 +47,11 @@ def patch_keras_multi_worker() -> None:
     from this worker (only its shapes matter), and scalars are averaged with
     ``axis=None``.  Idempotent; other strategies behave exactly as before.
     """
-    import tensorflow as tf
     from keras.src import tree
+
+    from keras_lottery.extras import tensorflow
+
+    tf = tensorflow("patch_keras_multi_worker (tf.distribute)")
     from keras.src.backend.tensorflow import trainer
 
     if getattr(trainer, "_keras_lottery_multi_worker", False):

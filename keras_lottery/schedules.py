@@ -29,11 +29,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from keras_lottery import pruning
+from keras_lottery.extras import require, tensorflow
 from keras_lottery.gradual import GradualPruning, Schedule
 from keras_lottery.search import find_ticket
+
+tf = tensorflow("keras_lottery.schedules (TFMOT pruning schedules)")
 
 _LEGACY = "TF_USE_LEGACY_KERAS"
 _SCHEDULE_NAMES = ("IterativeSchedule", "TargetSchedule", "OneShotSchedule", "FrozenSchedule")
@@ -51,7 +53,7 @@ def import_tfmot():
     getattr(tf.keras, "__name__", None)  # resolve tf.keras under the user's setting
     before = os.environ.get(_LEGACY)
     try:
-        import tensorflow_model_optimization as tfmot
+        tfmot = require("tensorflow_model_optimization", "TensorFlow Model Optimization interop")
     finally:
         if before is None:
             os.environ.pop(_LEGACY, None)

@@ -22,13 +22,12 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_lottery import pruning, structure
 from keras_lottery.assign import Fills, assign
@@ -56,6 +55,7 @@ from keras_lottery.data import (
 )
 from keras_lottery.distributed import is_chief
 from keras_lottery.early_bird import EarlyBird, EarlyBirdStop
+from keras_lottery.extras import is_tf_dataset
 from keras_lottery.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.gradual import GradualPruning
 from keras_lottery.memory import release_freed
@@ -563,7 +563,7 @@ def _build(model, train) -> None:
     """Build a subclassed model that has no variables yet by calling it on one example."""
     if not isinstance(model, keras.Model) or (model.built and model.weights):
         return
-    if isinstance(train, tf.data.Dataset):
+    if is_tf_dataset(train):
         x = next(iter(train.take(1)))[0]
     elif isinstance(train, keras.utils.PyDataset):
         x = train[0][0]
@@ -581,7 +581,7 @@ def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
     if isinstance(data, Dataset):
         test_data = test_data or (data.x_test, data.y_test)
         data = (data.x_train, data.y_train)
-    if isinstance(data, tf.data.Dataset | keras.utils.PyDataset):
+    if is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset):
         if validation_split is not None:
             raise ValueError(
                 "validation_split needs (x, y) arrays; pass validation_data with a "
@@ -610,9 +610,9 @@ def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
 
 def _check_data(model, data, what):
     """Validate structure, shapes, values and labels against the model (before training)."""
-    if isinstance(data, tf.data.Dataset | keras.utils.PyDataset):
+    if is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset):
         # Check the first batch; the stream itself is used as it is.
-        batch = next(iter(data.take(1))) if isinstance(data, tf.data.Dataset) else data[0]
+        batch = next(iter(data.take(1))) if is_tf_dataset(data) else data[0]
         if not (isinstance(batch, tuple | list) and len(batch) in (2, 3)):
             raise ValueError(
                 f"The {what} (a {type(data).__name__}) must give (x, y) or "
@@ -678,7 +678,7 @@ def _check_labels(model, y, y_pred, what):
 def _total_steps(train, epochs, steps, batch_size):
     if steps is not None:
         return steps
-    if isinstance(train, tf.data.Dataset):
+    if is_tf_dataset(train):
         n = int(train.cardinality())
         return n * epochs if n > 0 else None
     if isinstance(train, keras.utils.PyDataset):
@@ -699,7 +699,7 @@ class _Training:
     (not once per round).
     """
 
-    data: tf.data.Dataset | keras.utils.PyDataset | Callable[[], Iterator]
+    data: Any  # a tf.data.Dataset, a keras.utils.PyDataset or a batch generator factory
     steps_per_epoch: int | None
     epochs: int
     stop_at: int | None
@@ -713,7 +713,7 @@ class _Training:
     @classmethod
     def create(cls, train, *, epochs, steps, batch_size, seed, eval_every, **settings):
         total = _total_steps(train, epochs, steps, batch_size)
-        if isinstance(train, tf.data.Dataset):
+        if is_tf_dataset(train):
             data, epoch_steps = (train.repeat() if steps is not None else train), None
         elif isinstance(train, keras.utils.PyDataset):
             data, epoch_steps = train, None

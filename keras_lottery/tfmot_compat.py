@@ -26,12 +26,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from keras_lottery import pruning, schedules
 from keras_lottery.convert import NotPrunableError
+from keras_lottery.extras import tensorflow
 from keras_lottery.record import LotteryRecord, RoundRecord
 from keras_lottery.schedules import import_tfmot
+
+tf = tensorflow("keras_lottery.tfmot_compat (TFMOT models)")
 
 
 def pruning_wrappers(model: Any) -> list[Any]:

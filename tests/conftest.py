@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,6 +12,18 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_lottery as kl  # noqa: E402
+
+#: Modules that test TensorFlow-only features throughout (the ``tensorflow`` extra):
+#: not collected where TensorFlow is not installed (the JAX-only and PyTorch runs of CI).
+TENSORFLOW_ONLY = [
+    "test_export.py",
+    "test_experiments.py",
+    "test_reliability.py",
+    "test_schedules.py",
+    "test_tfmot.py",
+]
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+collect_ignore = [] if HAS_TENSORFLOW else TENSORFLOW_ONLY
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

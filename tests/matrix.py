@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from keras import layers
 
 N = 48  # examples per model
@@ -60,7 +61,7 @@ def bidirectional(rng):
 
 
 def hub_encoder(rng):
-    import keras_hub
+    keras_hub = pytest.importorskip("keras_hub")  # the hub extra
 
     inp = keras.Input((SEQ,), dtype="int32")
     h = keras_hub.layers.TokenAndPositionEmbedding(VOCAB, SEQ, 16, name="embed")(inp)

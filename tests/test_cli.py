@@ -94,6 +94,7 @@ def tiny_run(tmp_path_factory):
     return run_dir, log, result
 
 
+@pytest.mark.backends
 def test_find_writes_a_complete_run_directory(tiny_run):
     run_dir, log, result = tiny_run
     for name in ("config.json", "checkpoint.json", "record.json", "state.npz", "ticket.keras"):
@@ -113,6 +114,7 @@ def test_find_writes_a_complete_run_directory(tiny_run):
     assert events[2]["percent_remaining"] == pytest.approx(done["percent_remaining"])
 
 
+@pytest.mark.backends
 def test_find_again_does_not_retrain(tiny_run):
     run_dir, _, _ = tiny_run
     before = snapshot(run_dir)
@@ -280,6 +282,7 @@ def _wait_for_round(run_dir: Path, proc: subprocess.Popen, timeout: float = 120)
     raise AssertionError("no round finished in time")
 
 
+@pytest.mark.backends
 def test_kill_9_then_resume_gives_the_same_ticket(tmp_path):
     options = ["--train-size", "300", "--test-size", "100", "--rounds", "4"]
     options += ["--steps", "40", "--seed", "3"]
@@ -347,6 +350,7 @@ def test_resume_errors(tmp_path, tiny_run):
     assert "corrupt" in error_line(invoke("resume", copy, "-q"))
 
 
+@pytest.mark.backends
 def test_resume_of_a_finished_run(tiny_run):
     run_dir, _, _ = tiny_run
     before = snapshot(run_dir)
@@ -380,6 +384,7 @@ def yaml_sweep(tmp_path_factory):
     return folder / "runs", spec, result
 
 
+@pytest.mark.backends
 def test_yaml_sweep_runs_the_grid_and_skips_finished_jobs(yaml_sweep):
     root, spec, result = yaml_sweep
     assert "4 jobs, 0 done, 4 to run" in result.output
@@ -394,6 +399,7 @@ def test_yaml_sweep_runs_the_grid_and_skips_finished_jobs(yaml_sweep):
     assert again.output.count("skip (done)") == 4
 
 
+@pytest.mark.backends
 def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
     root, _, _ = yaml_sweep
     csv_file, json_file = tmp_path / "r.csv", tmp_path / "r.json"
@@ -491,8 +497,8 @@ def test_missing_spec(tmp_path):
 # -- export and list ------------------------------------------------------------
 
 
+@pytest.mark.backends
 def test_export(tiny_run, tmp_path):
-    pytest.importorskip("keras_lottery.export", reason="keras_lottery/export.py is not there")
     run_dir, _, _ = tiny_run
     result = invoke("export", run_dir, "--format", "keras", "--verify-size", "50")
     assert result.exit_code == 0, result.output
@@ -501,12 +507,17 @@ def test_export(tiny_run, tmp_path):
     assert "accuracy" in result.output
     target = tmp_path / "t.tflite"
     result = invoke("export", run_dir, "--format", "tflite", "-o", target)
+    if importlib.util.find_spec("tensorflow") is None:  # a JAX or PyTorch install
+        assert "pip install 'keras-lottery[tensorflow]'" in error_line(result)
+        assert not target.exists()
+        return
     assert result.exit_code == 0, result.output
     assert target.stat().st_size > 1000
     assert "already exists" in error_line(invoke("export", run_dir, "-o", target))
     assert "not a run directory" in error_line(invoke("export", tmp_path))
 
 
+@pytest.mark.backends
 def test_list(tiny_run):
     run_dir, _, _ = tiny_run
     result = invoke("list", run_dir.parent)

@@ -11,9 +11,11 @@ import keras
 import matrix
 import numpy as np
 import pytest
+from conftest import HAS_TENSORFLOW
 
 import keras_lottery as kl
 from keras_lottery.coverage import discover
+from keras_lottery.extras import MissingExtraError
 
 RECURRENT = {"lstm_gru", "bidirectional"}
 # Weights that TFLite uses through ops other than matmul / conv / gather (a
@@ -141,6 +143,11 @@ def test_export_on_this_backend(tmp_path):
     backend = keras.backend.backend()
     kept = kl.export(masked, tmp_path / "t.keras", "keras", verify_data=x)
     assert kept.route == "tensorflow" and kept.max_abs_diff <= 1e-6
+    if not HAS_TENSORFLOW:  # the .keras file above is all a backend gives without it
+        with pytest.raises(MissingExtraError, match=r"pip install 'keras-lottery\[tensorflow\]'"):
+            kl.export(masked, tmp_path / "t.tflite", verify_data=x)
+        assert not (tmp_path / "t.tflite").exists()
+        return
     report = kl.export(masked, tmp_path / "t.tflite", verify_data=x)
     assert report.max_abs_diff <= 1e-4
     assert ("subprocess" in report.route) == (backend != "tensorflow")

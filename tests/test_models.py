@@ -243,12 +243,15 @@ class _Batches(keras.utils.PyDataset):
 
 
 @pytest.mark.backends
-def test_py_dataset_and_tf_data_of_dict_batches():
-    import tensorflow as tf
-
+def test_py_dataset_of_dict_batches():
     model, x, y = build("two_in_two_out")
     ticket = kl.find_ticket(model, _Batches(x, y), rounds=1, rate=RATE, epochs=1, verbose=0)
     assert ticket.lottery.rounds[1].iterations == len(y["label"]) // 8
+
+
+@pytest.mark.backends
+def test_tf_data_of_dict_batches():
+    tf = pytest.importorskip("tensorflow")
     model, x, y = build("two_in_two_out")
     stream = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     ticket = kl.find_ticket(model, stream, rounds=1, rate=RATE, steps=4, verbose=0)

@@ -47,6 +47,7 @@ from keras_lottery.export.report import (
     compare,
     name_weights,
 )
+from keras_lottery.extras import check_installed
 
 #: Valid ``format`` values of :func:`export`, with the file suffix of each.
 FORMATS: dict[str, str] = {name: f.suffix for name, f in registry().items()}
@@ -128,6 +129,10 @@ def export(
     if format not in formats:
         raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(formats)}.")
     fmt = formats[format]
+    if fmt.needs_tensorflow:
+        check_installed("tensorflow", f"Exporting format={format!r}")
+    if fmt.tflite:
+        check_installed("ai_edge_litert", f"Verifying format={format!r} in LiteRT")
     if rnn is not None and rnn not in RNN_OPTIONS:
         raise ValueError(f"Unknown rnn={rnn!r}; choose one of {RNN_OPTIONS} or None.")
     if sparse not in (True, False, "auto"):
