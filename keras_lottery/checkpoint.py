@@ -58,6 +58,10 @@ RECORD_COPY = "record.json"
 LOCK_FILE = ".lock"
 #: The layout written here; 0.2.0's manifests have no ``format`` (layout 1).
 FORMAT = 2
+#: How a search over arrays orders its batches (:func:`keras_lottery.data.pass_order`):
+#: a run resumes only with the order it started with.  Runs of layout 2 before
+#: keras-lottery 0.3.0 have no such entry: TensorFlow's stateless shuffle ordered them.
+BATCH_ORDER = "numpy-pcg64"
 #: The files of one round, in ``round_<r>/`` (``weights.npz`` only where needed).
 ROUND_FILES = ("record.json", "masks.npz")
 WEIGHTS_FILE = "weights.npz"
@@ -260,6 +264,21 @@ def _check_format(run_dir: Path, manifest: Mapping[str, Any]) -> None:
         )
 
 
+def _check_batch_order(run_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse to go on training a run over arrays that started with another batch order."""
+    order = manifest.get("batch_order", "tensorflow-stateless-shuffle")
+    finished = manifest["completed_round"] >= manifest.get("config", {}).get("rounds", 0)
+    over_arrays = str(manifest.get("fingerprint", {}).get("data", "")).startswith("arrays:")
+    if order != BATCH_ORDER and over_arrays and not finished:
+        raise CheckpointFormatError(
+            f"{run_dir} was trained on batches in the order {order!r} (keras-lottery before "
+            f"0.3.0); this version orders batches as {BATCH_ORDER!r} on every backend, so "
+            "its later rounds would see other batches. Finish that run with the version "
+            "that started it, or delete the directory (or use another run_dir) to start "
+            f"the search again; its finished rounds' metrics are in {run_dir / RECORD_COPY}."
+        )
+
+
 @dataclass
 class Resumed:
     """What :meth:`RunCheckpoint.load` restores: the search as its last round committed it."""
@@ -352,6 +371,7 @@ class RunCheckpoint:
         files.update({name: file_sha256(self.dir / name) for name in names})
         manifest = {
             "format": FORMAT,
+            "batch_order": BATCH_ORDER,
             "completed_round": round_,
             "config": _comparable(self.config),
             "fingerprint": self.fingerprint,
@@ -404,6 +424,7 @@ class RunCheckpoint:
             return None
         _check_format(self.dir, manifest)
         self._check_identity(manifest)
+        _check_batch_order(self.dir, manifest)
         for name, digest in manifest["files"].items():
             file = self.dir / name
             if not file.exists() or file_sha256(file) != digest:

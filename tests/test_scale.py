@@ -120,6 +120,27 @@ def test_a_run_dir_of_the_old_layout_is_refused_with_what_to_do(small, tmp_path)
         kl.find_ticket(mlp(), small, rounds=1, run_dir=tmp_path, **OPTS)
 
 
+def test_a_run_dir_with_the_old_batch_order_is_refused_with_what_to_do(small, tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        calls = 0
+
+        def on_train_begin(self, logs=None):
+            Interrupt.calls += 1
+            if Interrupt.calls == 2:  # die while training round 1
+                raise KeyboardInterrupt
+
+    opts = dict(rounds=2, run_dir=tmp_path, **OPTS)
+    with pytest.raises(KeyboardInterrupt):
+        kl.find_ticket(mlp(), small, callbacks=[Interrupt()], **opts)
+    manifest = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert manifest["batch_order"] == checkpoint.BATCH_ORDER
+    del manifest["batch_order"]  # as layout 2 was written before 0.3.0
+    (tmp_path / "checkpoint.json").write_text(json.dumps(manifest))
+    assert checkpoint.committed_record(tmp_path) is not None  # still readable for reports
+    with pytest.raises(checkpoint.CheckpointFormatError, match=r"before 0\.3\.0.*start the search"):
+        kl.find_ticket(mlp(), small, **opts)
+
+
 def test_the_record_holds_masks_as_bits(small):
     ticket = kl.find_ticket(mlp(), small, rounds=2, **OPTS)
     for r in ticket.lottery.rounds:
