@@ -29,13 +29,25 @@ no retracing, and masks are saved in ``.keras`` / ``.weights.h5`` files.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import re
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_lottery.assign import assign
-from keras_lottery.coverage import Coverage, WeightInfo, discover, output_paths
+from keras_lottery.coverage import (
+    PRUNED,
+    REASONS,
+    Coverage,
+    Selector,
+    WeightInfo,
+    discover,
+    output_paths,
+)
 
 _PACKAGE = "keras_lottery"
 
@@ -67,35 +79,66 @@ class MaskedModel(keras.Model):
         include: variables to prune instead of every weight matrix, by path
             glob, compiled regex or predicate (see :mod:`keras_lottery.coverage`).
         exclude: variables not to prune, selected the same way.
+        selection: the selection as :meth:`get_config` records it, one status
+            per variable of ``model`` (``"pruned"`` or why not), in the order of
+            ``model.weights``.  When given, ``include`` and ``exclude`` are kept
+            as a record and not matched again: variable paths depend on how the
+            model was built (a nested model or ``Bidirectional`` loaded from a
+            file has other paths), positions in ``model.weights`` do not.
 
     Calling it calls ``model`` with the masks applied.  ``strip()`` returns
     ``model`` with the pruned weights at zero.
     """
 
-    def __init__(self, model: keras.Model, include=None, exclude=None, **kwargs):
-        kwargs.setdefault("name", f"masked_{model.name}")
-        kwargs["autocast"] = False  # each wrapped layer casts its own weights
-        super().__init__(**kwargs)
-        self.model = model
-        object.__setattr__(self, "_zeros_stored", False)  # True inside fit/train_on_batch
-        object.__setattr__(self, "_zeros_known", False)  # a caller has just zeroed them
-        self._selection = (include, exclude)
-        rows = discover(model, include, exclude)
-        outputs = output_paths(model, rows)
-        self._rows = rows
-        self._pruned = []
-        for i, info in enumerate(r for r in rows if r.pruned):
-            mask = self.add_weight(
-                name=f"mask_{i}",
-                shape=info.variable.shape,
-                initializer="ones",
-                dtype="bool",
-                trainable=False,
-            )
-            self._pruned.append(PrunableWeight(info, mask, info.path in outputs))
-        if hasattr(model, "output_names"):
-            self.output_names = model.output_names
-        self.built = True
+    def __init__(
+        self,
+        model: keras.Model,
+        include: Selector | Sequence[Selector] | None = None,
+        exclude: Selector | Sequence[Selector] | None = None,
+        *,
+        selection: Sequence[str] | None = None,
+        **kwargs,
+    ):
+        # Under the tf.distribute strategy ``model`` was created under, if called outside
+        # its scope: Keras trains a model with the strategy of its creation, and the masks
+        # must be variables of that strategy (as the optimizer's, see compile_from_config).
+        with _strategy_scope(model):
+            kwargs.setdefault("name", f"masked_{model.name}")
+            kwargs["autocast"] = False  # each wrapped layer casts its own weights
+            super().__init__(**kwargs)
+            self.model = model
+            object.__setattr__(self, "_zeros_stored", False)  # True inside fit/train_on_batch
+            object.__setattr__(self, "_zeros_known", False)  # a caller has just zeroed them
+            self._selectors = (include, exclude)
+            if selection is None:
+                rows = discover(model, include, exclude)
+            else:
+                rows = _recorded_selection(model, selection, self.name)
+            outputs = output_paths(model, rows)
+            self._rows = rows
+            self._pruned = []
+            for i, info in enumerate(r for r in rows if r.pruned):
+                mask = self.add_weight(
+                    name=f"mask_{i}",
+                    shape=info.variable.shape,
+                    initializer="ones",
+                    dtype="bool",
+                    trainable=False,
+                )
+                self._pruned.append(PrunableWeight(info, mask, info.path in outputs))
+            if hasattr(model, "output_names"):
+                self.output_names = model.output_names
+            self.built = True
+
+    def compile_from_config(self, config):
+        """``keras.Model.compile_from_config``, under the model's ``tf.distribute`` strategy.
+
+        The optimizer it creates and builds must belong to the strategy the model
+        trains with, wherever the call happens (``find_ticket`` compiles the
+        wrapper from the wrapped model's compile config).
+        """
+        with _strategy_scope(self):
+            return super().compile_from_config(config)
 
     # -- the forward pass ------------------------------------------------
     def call(self, inputs, training=None):
@@ -276,33 +319,59 @@ class MaskedModel(keras.Model):
         return self.model
 
     # -- saving ----------------------------------------------------------
-    def get_config(self):
-        include, exclude = self._selection
-        for name, value in (("include", include), ("exclude", exclude)):
-            if value is not None and not _json_selector(value):
-                raise ValueError(
-                    f"A MaskedModel whose {name}= holds a regex or predicate cannot be saved "
-                    "to a .keras file: use glob strings, or save strip(model) instead."
-                )
+    def get_config(self) -> dict:
+        """The wrapped model, the selectors and the selection they resolved to.
+
+        ``"selection"`` holds one status per variable of the wrapped model, by
+        position in ``model.weights``: :meth:`from_config` masks those weights
+        without matching the selectors again.  Globs and compiled regexes are
+        recorded; a predicate cannot be (``ValueError``).
+        """
+        include, exclude = self._selectors
         inner = keras.saving.serialize_keras_object(self.model)
         inner.pop("compile_config", None)  # the wrapper's compile state is the one that trains
         return {
             "name": self.name,
             "model": inner,
-            "include": include,
-            "exclude": exclude,
+            "include": _selector_to_config(include, "include", self.name),
+            "exclude": _selector_to_config(exclude, "exclude", self.name),
+            "selection": [row.reason for row in self._rows],
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects=None) -> MaskedModel:
+        """The model of :meth:`get_config`.
+
+        A config without ``"selection"`` (a file of an older version) matches
+        ``include``/``exclude`` against the loaded model's paths, as before.
+        """
         config = dict(config)
         model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
+            copy.deepcopy(config.pop("model")),  # Keras empties the dicts it reads
+            custom_objects=custom_objects,
         )
+        for key in ("include", "exclude"):
+            config[key] = _selector_from_config(config.get(key))
         return cls(model, **config)
 
     def build(self, input_shape=None):  # built at construction (the wrapped model is)
         self.built = True
+
+
+def _strategy_scope(model):
+    """The scope of the ``tf.distribute`` strategy ``model`` was created under.
+
+    A null context on other backends, for a model created outside any strategy,
+    and inside a strategy's scope already (Keras takes the strategy in scope).
+    """
+    strategy = getattr(model, "_distribute_strategy", None)  # TensorFlow's trainer only
+    if strategy is None:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return contextlib.nullcontext()
+    return strategy.scope()
 
 
 class _Zeros(dict):
@@ -328,7 +397,59 @@ def _masked_gradient(value, mask):
     return identity(value)
 
 
-def _json_selector(value) -> bool:
-    return isinstance(value, str) or (
-        isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+def _recorded_selection(model: keras.Model, selection: Sequence[str], name: str):
+    """The rows of ``discover(model)`` with the statuses recorded in ``selection``.
+
+    Raises:
+        ValueError: ``selection`` does not fit ``model``: another number of
+            variables, an unknown status, or a variable recorded as pruned that
+            cannot be (not a trainable floating-point variable a layer holds).
+    """
+    rows = discover(model)
+    if len(selection) != len(rows):
+        raise ValueError(
+            f"MaskedModel '{name}' records the selection of {len(selection)} variables, but "
+            f"the wrapped model '{model.name}' has {len(rows)}: the masks were saved for "
+            "another model."
+        )
+    out = []
+    for i, (row, status) in enumerate(zip(rows, selection)):
+        where = f"variable {i} of model '{model.name}' ({row.path}, shape {row.variable.shape})"
+        if status != PRUNED and status not in REASONS:
+            raise ValueError(
+                f"MaskedModel '{name}' records an unknown status {status!r} for {where}; "
+                f"expected {PRUNED!r} or one of {sorted(REASONS)}."
+            )
+        # Without selectors discover prunes every weight matrix; include= can add 1-D ones.
+        if status == PRUNED and row.reason not in (PRUNED, "small", "bias"):
+            raise ValueError(
+                f"MaskedModel '{name}' records {where} as pruned, but it cannot be: "
+                f"{REASONS[row.reason]}. The masks were saved for another model."
+            )
+        out.append(dataclasses.replace(row, reason=status))
+    return out
+
+
+def _selector_to_config(value, key: str, name: str):
+    """An ``include``/``exclude`` value as JSON: globs as they are, regexes as dicts."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, re.Pattern):
+        return {"regex": value.pattern, "flags": value.flags}
+    if isinstance(value, list | tuple):
+        return [_selector_to_config(v, key, name) for v in value]
+    raise ValueError(
+        f"MaskedModel '{name}' cannot be saved: its {key}= holds a predicate "
+        f"({getattr(value, '__name__', type(value).__name__)}), and a .keras file holds no "
+        "code. Select by glob strings or compiled regexes (re.compile), or save strip() of "
+        "it (the plain model, pruned weights at 0) instead."
     )
+
+
+def _selector_from_config(value):
+    """The inverse of :func:`_selector_to_config`."""
+    if isinstance(value, dict):
+        return re.compile(value["regex"], value.get("flags", 0))
+    if isinstance(value, list):
+        return [_selector_from_config(v) for v in value]
+    return value

@@ -1,5 +1,9 @@
 """find_ticket under tf.distribute.MirroredStrategy on two logical CPU devices.
 
+Two call styles: ``find_ticket`` inside ``strategy.scope()``, and a model built
+and compiled inside the scope with ``find_ticket`` called outside it (as
+TensorFlow's guide calls ``fit``).
+
 Logical devices must be configured before TensorFlow starts, so the runs happen
 once in a fresh interpreter (this file run as a script) that reports JSON.
 """
@@ -37,6 +41,17 @@ def test_same_masks_as_one_device(report):
     assert report["mask_differences"] == [[0, 0], [0, 0], [0, 0]]
     assert report["max_weight_difference"] < 1e-5
     assert report["finetune_mask_differences"] == [[0, 0], [0, 0]]
+
+
+def test_called_outside_the_scope(report):
+    # model built and compiled in the scope, find_ticket outside it: the wrapper,
+    # its masks and its optimizer take the model's strategy
+    outside = report["outside"]
+    assert outside["variable_types"] == ["MirroredVariable"] * 3  # weight, mask, optimizer
+    assert outside["strategy"] == "MirroredStrategy"
+    assert outside["mask_differences"] == [[0, 0], [0, 0], [0, 0]]
+    assert outside["max_weight_difference"] < 1e-5
+    assert outside["finetune_mask_differences"] == [[0, 0], [0, 0]]
 
 
 # -- the worker (two logical CPUs) ---------------------------------------------------
@@ -77,6 +92,12 @@ def _worker() -> dict:  # pragma: no cover - runs in the subprocess
             for ra, rb in zip(a.lottery.rounds, b.lottery.rounds)
         ]
 
+    def max_difference(a, b):
+        return max(
+            float(np.abs(np.array(u, "float64") - np.array(v, "float64")).max())
+            for u, v in zip(a.weights, b.weights)  # masks (bool) included
+        )
+
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     out: dict = {"replicas": strategy.num_replicas_in_sync}
     kw = dict(
@@ -94,16 +115,30 @@ def _worker() -> dict:  # pragma: no cover - runs in the subprocess
         mirrored = kl.find_ticket(model(), (x, y), **kw)
     out["variable_type"] = type(kl.prunable_weights(mirrored)[0].kernel.value).__name__
     out["mask_differences"] = differences(single, mirrored)
-    out["max_weight_difference"] = max(
-        float(np.abs(np.array(a, "float64") - np.array(b, "float64")).max())
-        for a, b in zip(single.weights, mirrored.weights)  # masks (bool) included
-    )
+    out["max_weight_difference"] = max_difference(single, mirrored)
     fine = dict(kw, rounds=1, strategy="finetune", rewind_to=3)
     fine.pop("rate")
     a = kl.find_ticket(model(), (x, y), **fine)
     with strategy.scope():
         b = kl.find_ticket(model(), (x, y), **fine)
     out["finetune_mask_differences"] = differences(a, b)
+
+    # Built and compiled in the scope; find_ticket called outside it.
+    with strategy.scope():
+        m = model()
+    outside = kl.find_ticket(m, (x, y), **kw)
+    pw = kl.prunable_weights(outside)[0]
+    out["outside"] = {
+        "variable_types": [
+            type(v.value).__name__ for v in (pw.kernel, pw.mask, outside.optimizer.variables[-1])
+        ],
+        "strategy": type(outside.distribute_strategy).__name__,
+        "mask_differences": differences(single, outside),
+        "max_weight_difference": max_difference(single, outside),
+    }
+    with strategy.scope():
+        m = model()
+    out["outside"]["finetune_mask_differences"] = differences(a, kl.find_ticket(m, (x, y), **fine))
     return out
 
 
