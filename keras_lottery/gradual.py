@@ -7,7 +7,8 @@ schedule says so: any TFMOT ``PruningSchedule``, the round schedules of
 gradual=schedule)`` uses it in its first round.
 
 Steps follow TFMOT: the batch about to run is step ``iterations + 1`` (the first
-batch is step 1), and a pruning at step ``s`` takes effect for that batch.
+batch is step 1), and a pruning at step ``s`` takes effect for that batch, on
+every backend (see :class:`GradualPruning` for how JAX's ``fit`` takes it up).
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ class GradualPruning(keras.callbacks.Callback):
         layers: names of the layers to prune (default: all prunable ones).
 
     ``self.events`` lists ``(step, sparsity)`` of every pruning done.
+
+    Backends.  On TensorFlow, JAX and PyTorch a pruning at step ``s`` takes
+    effect mid-epoch: step ``s`` and every later step train with the new masks,
+    the newly pruned weights and their optimizer state at 0.  JAX's ``fit``
+    keeps the training state in arrays outside the variables during an epoch;
+    before it prunes, the callback writes that state back
+    (``model.jax_state_sync()``, as Keras does for any callback that reads
+    ``self.model``), and ``fit`` reads the variables, new masks included, again
+    before its next step.  Steps that do not prune leave the state alone: the
+    step is the optimizer's iteration count at the start of the epoch plus the
+    batch index.
+
+    With ``steps_per_execution=k`` (compile), Keras calls back once per ``k``
+    steps: the schedule is consulted only at the first step of each call, so
+    prune at steps ``s`` with ``(s - 1) % k == 0``.
     """
 
     def __init__(
@@ -73,9 +89,16 @@ class GradualPruning(keras.callbacks.Callback):
                 "GradualPruning needs a mask-aware model: call keras_lottery.make_prunable first."
             )
         self._weights = weights
+        self._epoch_start = int(np.asarray(self.model.optimizer.iterations))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Between epochs every backend's variables hold the state (JAX: synchronised).
+        self._epoch_start = int(np.asarray(self.model.optimizer.iterations))  # mirrored-safe
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(np.asarray(self.model.optimizer.iterations)) + 1  # mirrored-safe
+        # The batch index, not the optimizer's counter: on JAX, reading the counter
+        # mid-epoch would write the whole training state back at every step.
+        step = self._epoch_start + batch + 1
         if step % self.frequency:
             return
         should, sparsity = self.schedule(step)
@@ -86,6 +109,7 @@ class GradualPruning(keras.callbacks.Callback):
     def prune(self, sparsity: float) -> None:
         """Prune now to ``sparsity`` (of each kernel's original size)."""
         pruning.check_sparsity(sparsity, "sparsity")
+        model = self._synchronised_model()
         masks = {w.name: np.array(w.mask) for w in self._weights}
         kernels = {w.name: np.array(w.kernel) for w in self._weights}
         if self.scope == "global":
@@ -94,7 +118,22 @@ class GradualPruning(keras.callbacks.Callback):
         else:
             keep = {n: _keep(m.size, sparsity) for n, m in masks.items()}
             new = pruning.magnitude_layerwise(kernels, masks, keep)
-        self.model.set_masks(new)  # zeros the pruned weights and their optimizer state
+        model.set_masks(new)  # zeros the pruned weights and their optimizer state
+
+    def _synchronised_model(self):
+        """The model, its variables holding the training state that the next step starts from.
+
+        JAX's ``fit`` holds the state outside the variables during an epoch:
+        ``jax_state_sync`` writes it back and marks it written, and ``fit``
+        reads the variables again before its next step, so what is assigned to
+        them now (masks, zeros) trains from the next step on.  Other backends
+        train the variables themselves.
+        """
+        model = self.model  # on JAX, Callback.model synchronises already
+        sync = getattr(model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        return model
 
 
 def _keep(size: int, sparsity: float) -> int:
