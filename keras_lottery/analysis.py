@@ -20,6 +20,7 @@ import numpy as np
 
 from keras_lottery.callbacks import Evaluator
 from keras_lottery.data import Dataset, numpy_batches, shuffled_batches
+from keras_lottery.seeding import set_random_seed
 
 
 @dataclass
@@ -250,7 +251,7 @@ def _to_start(model) -> None:
 
 
 def _fit(model, x, y, steps, batch_size, seed) -> None:
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     if keras.backend.backend() == "tensorflow":
         stream = shuffled_batches(x, y, batch_size, seed)
     else:  # the same batches, without TensorFlow

@@ -19,7 +19,6 @@ import functools
 import math
 import numbers
 import os
-import random
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -63,6 +62,7 @@ from keras_lottery.options import GRANULARITIES, GROUPS, UNSET, Pruning, Reset, 
 from keras_lottery.options import SCOPES as SCOPES  # the choices, also as search.SCOPES
 from keras_lottery.options import STRATEGIES as STRATEGIES
 from keras_lottery.record import LotteryRecord, RoundRecord
+from keras_lottery.seeding import set_random_seed
 
 #: Strategies whose next round starts from the trained weights (checkpointed each round).
 _KEEP_TRAINED = ("continue", "finetune", "lr_rewind")
@@ -356,7 +356,7 @@ def _prepare(model, data, opts: _Search, validation_data, test_data, data_dir):
     """
     seed = opts.training.seed
     if seed is not None:
-        keras.utils.set_random_seed(seed)
+        set_random_seed(seed)
     data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
     train, validation_data, test_data = _resolve_data(
         data, validation_data, opts.validation_split, test_data, data_dir
@@ -1097,27 +1097,13 @@ def _fresh_values(model: keras.Model, seed: int | None) -> list:
 
 
 def _seed_round(seed: int) -> None:
-    """Seed Python, NumPy and Keras's random generator as ``keras.utils.set_random_seed``.
+    """Seed Python, NumPy, Keras's random generator and the backend for one round.
 
-    On TensorFlow it leaves TF's global seed (set once per search) alone: setting
-    it clears TensorFlow's kernel caches, so the next call of the already traced
-    train step re-optimises its whole graph (10-30 s a round for ResNet50 here).
+    TensorFlow's global seed (set once per search) stays as it is: setting it
+    clears TensorFlow's kernel caches (see :func:`keras_lottery.seeding.set_random_seed`).
     Keras's random ops and the search's data streams take no seed from it.
     """
-    if keras.backend.backend() != "tensorflow":
-        keras.utils.set_random_seed(seed)
-        return
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
-        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
-    except ImportError:  # another Keras layout: the public call, caches and all
-        keras.utils.set_random_seed(seed)
-        return
-    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
-    random.seed(seed)
-    np.random.seed(seed)
+    set_random_seed(seed, tensorflow=False)
 
 
 def _start_round(ticket, state, rewind, optimizer0, masks, reset: Reset, seed, r) -> None:
