@@ -61,3 +61,59 @@ def test_alternate_interleaves_runs():
     times = _bench.alternate(runs, repeats=3)
     assert order == ["a", "b"] * 3
     assert times == {"a": [1.0] * 3, "b": [2.0] * 3}
+
+
+def _other_backend() -> str | None:
+    """A Keras backend that needs no TensorFlow, if one is installed."""
+    import importlib.util
+
+    return next((b for b in ("jax", "torch") if importlib.util.find_spec(b) is not None), None)
+
+
+@pytest.mark.slow
+def test_accelerator_small_run_has_every_row_without_tensorflow(tmp_path):
+    """``accelerator.py --small`` (trimmed) times every model x dtype and a search of each."""
+    import json
+    import os
+    import subprocess
+
+    backend = _other_backend()
+    if backend is None:
+        pytest.skip("neither JAX nor PyTorch is installed")
+    out = tmp_path / "accelerator.json"
+    root = str(BENCH.parent)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    argv = ["--small", "--steps", "2", "--repeats", "2", "--rounds", "2", "--search-steps", "1"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "accelerator.py"), *argv, "--no-tensorflow", "--out", out],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["backend"] == backend
+    assert result["tensorflow_imported"] is False
+    rows = {(r["model"], r["dtype"]): r for r in result["steps"]}
+    assert set(rows) == {
+        (m, d) for m in ("resnet50", "transformer") for d in ("float32", "mixed_bfloat16")
+    }
+    for row in rows.values():
+        assert row["plain_ms"] > 0 and row["masked_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["masked_ms"] / row["plain_ms"])
+        assert 0.75 < row["sparsity"] < 0.85  # --sparsity 0.8, drawn at random
+    searches = {r["model"]: r for r in result["search"]}
+    assert set(searches) == {"resnet50", "transformer"}
+    for search in searches.values():
+        assert search["dtype"] == "float32" and len(search["fit_s"]) == 3  # 2 rounds + final
+        assert search["total_s"] > sum(search["fit_s"]) > 0
+        assert search["marginal_s_per_round"] >= 0
+    table = done.stdout
+    assert "| resnet50 | mixed_bfloat16 |" in table and "| transformer | float32 |" in table
