@@ -152,23 +152,6 @@ class Coverage:
     __repr__ = __str__
 
 
-def coverage(model: keras.Model, include=None, exclude=None) -> Coverage:
-    """The coverage table of ``model`` (a plain Keras model or a mask-aware one).
-
-    For a mask-aware model (:func:`keras_lottery.make_prunable`), the pruned
-    rows are the masked variables and the table shows their current sparsity.
-    """
-    from keras_lottery.masked_model import MaskedModel
-
-    if isinstance(model, MaskedModel):
-        from keras_lottery.compact import effective_sparsity_or_none
-
-        table = model.coverage()
-        table.effective = effective_sparsity_or_none(model)
-        return table
-    return Coverage(discover(model, include, exclude))
-
-
 # -- discovery ----------------------------------------------------------------
 
 
