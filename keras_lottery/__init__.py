@@ -11,6 +11,7 @@ from keras_lottery.analysis import (
     Instability,
     RewindScan,
     connectivity,
+    coverage,
     instability,
     stable_rewind_point,
     weight_movement,
@@ -29,7 +30,7 @@ from keras_lottery.convert import (
     sparsity,
     strip,
 )
-from keras_lottery.coverage import Coverage, coverage
+from keras_lottery.coverage import Coverage
 from keras_lottery.data import Dataset, load_dataset
 from keras_lottery.early_bird import EarlyBird
 from keras_lottery.export import ExportReport, export

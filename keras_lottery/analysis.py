@@ -7,6 +7,8 @@
 * :func:`weight_movement`: how far survivors moved in training vs pruned weights.
 * :func:`connectivity`: survivors per unit and dead units of a chain of
   weight matrices (Dense layers).
+* :func:`coverage`: which weights are pruned and why the others are not; for
+  a ticket also each weight's sparsity and effective sparsity.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import keras
 import numpy as np
 
 from keras_lottery.callbacks import Evaluator
+from keras_lottery.compact import effective_sparsity_or_none
+from keras_lottery.coverage import Coverage, discover
 from keras_lottery.data import Dataset, numpy_batches, shuffled_batches
+from keras_lottery.masked_model import MaskedModel
 from keras_lottery.seeding import set_random_seed
 
 
@@ -222,6 +227,21 @@ def connectivity(masks_or_ticket: Any) -> list[dict[str, Any]]:
             row["inputs_unused"] = int((m.sum(axis=1) == 0).sum())
         rows.append(row)
     return rows
+
+
+def coverage(model: keras.Model, include=None, exclude=None) -> Coverage:
+    """The coverage table of ``model`` (a plain Keras model or a mask-aware one).
+
+    For a mask-aware model (:func:`keras_lottery.make_prunable`), the pruned
+    rows are the masked variables and the table shows their current sparsity
+    and, for a chain of layers, their effective sparsity
+    (:func:`keras_lottery.effective_sparsity`).
+    """
+    if isinstance(model, MaskedModel):
+        table = model.coverage()
+        table.effective = effective_sparsity_or_none(model)
+        return table
+    return Coverage(discover(model, include, exclude))
 
 
 # -- helpers ------------------------------------------------------------------

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_lottery.convert import sparsity
+from keras_lottery.masked_model import MaskedModel
+
 #: Activations acting on each value alone (a constant stays constant, channels stay apart).
 ELEMENTWISE = frozenset(
     "linear relu relu6 sigmoid tanh elu selu gelu silu swish softplus softsign hard_sigmoid "
@@ -138,8 +141,6 @@ def compact(model: keras.Model, allow_input_change: bool = False):
     Raises:
         CompactionError: the model is not a chain of layers (see the module doc).
     """
-    from keras_lottery.convert import sparsity
-
     masks, inner = _masks_and_model(model)
     nodes, input_shape = _chain(inner, masks)
     segments = _segments(nodes, input_shape)
@@ -261,8 +262,6 @@ def _width(node: _Node) -> int:
 
 
 def _masks_and_model(model):
-    from keras_lottery.masked_model import MaskedModel
-
     if isinstance(model, MaskedModel):
         return {id(pw.kernel): np.asarray(pw.mask) for pw in model.prunable_weights()}, model.model
     if not isinstance(model, keras.Model):

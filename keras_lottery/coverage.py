@@ -152,23 +152,6 @@ class Coverage:
     __repr__ = __str__
 
 
-def coverage(model: keras.Model, include=None, exclude=None) -> Coverage:
-    """The coverage table of ``model`` (a plain Keras model or a mask-aware one).
-
-    For a mask-aware model (:func:`keras_lottery.make_prunable`), the pruned
-    rows are the masked variables and the table shows their current sparsity.
-    """
-    from keras_lottery.masked_model import MaskedModel
-
-    if isinstance(model, MaskedModel):
-        from keras_lottery.compact import effective_sparsity_or_none
-
-        table = model.coverage()
-        table.effective = effective_sparsity_or_none(model)
-        return table
-    return Coverage(discover(model, include, exclude))
-
-
 # -- discovery ----------------------------------------------------------------
 
 
@@ -361,3 +344,24 @@ def _last_owner_paths(layer, pruned) -> set[str]:
         if own:
             last = own
     return {pruned[id(v)].path for v in last or []}
+
+
+def __getattr__(name: str):
+    """``from keras_lottery.coverage import coverage``, as before 0.3.0 (deprecated).
+
+    :func:`keras_lottery.analysis.coverage` attaches effective sparsity, which
+    comes from compaction, a floor above this module: it is looked up by name
+    at first use so that this module imports nothing above it.
+    """
+    if name != "coverage":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(
+        "keras_lottery.coverage.coverage moved to keras_lottery.analysis.coverage; "
+        "use keras_lottery.coverage(model).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return importlib.import_module("keras_lottery.analysis").coverage

@@ -43,3 +43,14 @@ def set_random_seed(seed: int, *, tensorflow: bool = True) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+def _seed_round(seed: int) -> None:
+    """Seed Python, NumPy, Keras's random generator and the backend for one round.
+
+    TensorFlow's global seed (set once per search) stays as it is: setting it
+    clears TensorFlow's kernel caches (see :func:`set_random_seed`).  Keras's
+    random ops and the search's data streams take no seed from it, so a resumed
+    search draws the same random streams as an uninterrupted one.
+    """
+    set_random_seed(seed, tensorflow=False)

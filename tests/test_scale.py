@@ -16,7 +16,8 @@ import pytest
 import keras_lottery as kl
 from keras_lottery import checkpoint, memory, pruning
 from keras_lottery.bitmasks import PackedMasks
-from keras_lottery.search import _OptimizerStart, _seed_round
+from keras_lottery.reset import _OptimizerStart
+from keras_lottery.seeding import _seed_round
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _bench  # noqa: E402  (the benchmarks' memory reader)

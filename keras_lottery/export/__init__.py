@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_lottery.export import atomic
 from keras_lottery.export.atomic import DEFAULT_DIR
-from keras_lottery.export.formats import Options, registry
+from keras_lottery.export.formats import registry
 from keras_lottery.export.inputs import (
     Spec,
     data_template,
@@ -47,6 +47,7 @@ from keras_lottery.export.report import (
     compare,
     name_weights,
 )
+from keras_lottery.export.writer import Options
 from keras_lottery.extras import check_installed
 
 #: Valid ``format`` values of :func:`export`, with the file suffix of each.

@@ -1,48 +1,18 @@
 """The export formats: one module per format, each defining a :class:`Format`.
 
-A new format is a new module with a ``Format`` and a line in :data:`REGISTRY`.
-A writer gets the prepared Keras model, a temporary path, the verification
-inputs and the :class:`Options`; it writes the file, loads it back, runs it and
-returns ``{"outputs": [flat arrays], "layers": ..., **report fields}``.
+A new format is a new module defining a ``Format`` (the types are in
+:mod:`~keras_lottery.export.writer`: a format module never imports this one)
+and a line in :func:`registry`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import keras
-
-
-@dataclass
-class Options:
-    """What a writer needs besides the model: input/output names and format settings."""
-
-    template: Any  # keras_lottery.export.inputs template, dtypes filled in
-    input_names: list[str]
-    output_names: list[str]
-    calibration: Any = None
-    sparse: bool | str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Format:
-    """One export format."""
-
-    name: str
-    suffix: str
-    write: Callable[[keras.Model, Path, Any, Options], dict[str, Any]]
-    directory: bool = False  # writes a folder
-    needs_tensorflow: bool = True  # written by TensorFlow (another backend goes through it)
-    tflite: bool = False  # runs float32 builtin ops only (mixed precision, RNN loops)
+from keras_lottery.export import keras_file, saved_model, tflite
+from keras_lottery.export.writer import Format as Format  # the writer types, also here
+from keras_lottery.export.writer import Options as Options
 
 
 def registry() -> dict[str, Format]:
     """Every format by name, in the order the docs list them."""
-    from keras_lottery.export import keras_file, saved_model, tflite
-
     formats = [keras_file.FORMAT, saved_model.FORMAT, *tflite.FORMATS]
     return {f.name: f for f in formats}

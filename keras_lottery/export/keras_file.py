@@ -8,9 +8,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery.export.formats import Format, Options
 from keras_lottery.export.inputs import predict
 from keras_lottery.export.report import ExportError, kernel_stats, weight_matrices
+from keras_lottery.export.writer import Format, Options
 
 
 def write(model: keras.Model, tmp: Path, x, options: Options) -> dict[str, Any]:

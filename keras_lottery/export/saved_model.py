@@ -12,9 +12,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery.export.formats import Format, Options
 from keras_lottery.export.inputs import batches, flat
 from keras_lottery.export.report import ExportError, kernel_stats, weight_matrices
+from keras_lottery.export.writer import Format, Options
 
 
 def tensor_specs(template) -> Any:

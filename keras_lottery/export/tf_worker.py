@@ -137,7 +137,8 @@ def _main(work: Path) -> None:
             importlib.import_module(module)
         import keras
 
-        from keras_lottery.export.formats import Options, registry
+        from keras_lottery.export.formats import registry
+        from keras_lottery.export.writer import Options
 
         template = _template_from_json(request["template"])
 

@@ -25,9 +25,9 @@ import keras
 
 from keras_lottery.export import litert
 from keras_lottery.export.atomic import gzipped_size
-from keras_lottery.export.formats import Format, Options
 from keras_lottery.export.inputs import flat
 from keras_lottery.export.report import ExportError
+from keras_lottery.export.writer import Format, Options
 
 _SPARSE = "EXPERIMENTAL_SPARSITY"
 
