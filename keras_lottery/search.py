@@ -139,8 +139,8 @@ def find_ticket(
         early_bird: ``True`` or an :class:`~keras_lottery.EarlyBird`: stop each
             pruning round's training once the mask pruning would produce has
             settled (You et al. 2020); the final ticket trains for the full
-            length.  Each round's record holds ``early_bird_iteration`` and
-            ``mask_distances``.
+            length.  Each round's record holds ``early_bird_iteration``,
+            ``early_bird_reason`` and ``mask_distances``.
         include: which weights to prune instead of the default (every
             trainable weight matrix): globs over variable paths, compiled
             regexes or predicates (see :func:`keras_lottery.coverage`).
@@ -460,6 +460,7 @@ def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callb
     if early is not None:
         round_record.early_bird_iteration = early.stopped_at
         round_record.mask_distances = early.distances
+        round_record.early_bird_reason = early.reason
     return round_record, snapshot
 
 
@@ -919,7 +920,7 @@ def _early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> Ear
 
     alive = {w.name: np.array(w.mask) for w in weights}
     every = eb.check_every or (None if total is None else spe * max(1, -(-(total // 20) // spe)))
-    return EarlyBirdStop(eb, predict, alive, every)
+    return EarlyBirdStop(eb, predict, alive, every, total)
 
 
 def _unit_masks(weights, trained, current, rates, target_round, criterion):
