@@ -32,11 +32,11 @@ class EarlyBird:
     """When a pruning round may stop: its mask settled after ``min_fraction`` of its length.
 
     The mask "settled" when the last ``window`` checked masks are all within
-    ``tolerance`` of the newest one.  A short round barely moves its weights
+    ``tolerance`` of the newest one.  A short round moves its weights little
     between checks, so its mask looks settled as soon as the first window
-    fills (a quarter of the round), long before it has trained: on
+    fills (about a quarter of the round), long before it has trained: on
     LeNet-300-100 with 4-epoch rounds on 8,000 MNIST digits, stopping there
-    trained 0.49x full IMP's iterations and lost 0.56 points of final test
+    trained 0.49x full IMP's iterations and lost 0.55 points of final test
     accuracy (10 seeds).  So a round may stop only once it has trained
     ``min_fraction`` of its length (checked there too): the default 0.5 lost
     0.28 points on that schedule, at 0.62x the iterations.  On long rounds,
