@@ -185,6 +185,7 @@ def _moving():
     return predict
 
 
+@pytest.mark.backends
 def test_a_settled_mask_stops_no_earlier_than_min_fraction():
     # the mask never moves: settled as soon as the window (3 checks) is full
     cb = _watch(_still, 200, window=3, check_every=10, min_fraction=0)
@@ -200,12 +201,14 @@ def test_a_settled_mask_stops_no_earlier_than_min_fraction():
     assert cb.stopped_at == 200
 
 
+@pytest.mark.backends
 def test_min_fraction_counts_epochs_when_the_round_length_is_unknown():
     cb = _watch(_still, None, steps=7, epochs=10, window=3, min_fraction=0.5)
     assert [d["iteration"] for d in cb.distances] == [7, 14, 21, 28, 35]
     assert cb.stopped_at == 35 and cb.reason == SETTLED
 
 
+@pytest.mark.backends
 def test_the_reason_a_round_ran_its_full_length_is_recorded():
     cb = _watch(_moving(), 200, window=3, check_every=10, tolerance=0.1)
     assert cb.stopped_at is None and cb.reason == MOVING
@@ -213,6 +216,7 @@ def test_the_reason_a_round_ran_its_full_length_is_recorded():
     assert cb.stopped_at is None and cb.reason == TOO_SHORT
 
 
+@pytest.mark.backends
 def test_records_and_settings_written_before_early_bird_reason_load(tmp_path):
     rec = kl.LotteryRecord(
         config={"early_bird": {"window": 5, "tolerance": 0.1, "check_every": None}},
