@@ -51,6 +51,8 @@ def run_name(args) -> str:
         name += f"_k{args.rewind_to}"
     if args.early_bird:
         name += "_eb" if args.early_bird_tolerance == 0.1 else f"_eb{args.early_bird_tolerance:g}"
+        if args.early_bird_min_fraction:
+            name += f"_mf{args.early_bird_min_fraction:g}"
     if args.steps != 3000:  # the full-length protocol (50,000) and other lengths
         name += f"_n{args.steps}"
     return name
@@ -73,6 +75,13 @@ def main(argv=None):
         default=0.1,
         help="largest mask distance over the window that stops a round (You et al.: 0.1)",
     )
+    p.add_argument(
+        "--early-bird-min-fraction",
+        type=float,
+        default=0.0,
+        help="share of a round trained before it may stop (0: the rule of the recorded runs; "
+        "the library's default is 0.5)",
+    )
     p.add_argument("--steps-per-execution", type=int, default=1, help="same results, faster")
     p.add_argument("--train-size", type=int, default=None, help="cut the 55k set (tests)")
     p.add_argument("--test-size", type=int, default=None)
@@ -93,7 +102,9 @@ def main(argv=None):
             rate=0.2,
             output_rate=0.1,
             one_shot=args.one_shot,
-            early_bird=kl.EarlyBird(tolerance=args.early_bird_tolerance)
+            early_bird=kl.EarlyBird(
+                tolerance=args.early_bird_tolerance, min_fraction=args.early_bird_min_fraction
+            )
             if args.early_bird
             else None,
             strategy=args.strategy,

@@ -154,7 +154,7 @@ def _early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> Ear
 
     alive = {w.name: np.array(w.mask) for w in weights}
     every = eb.check_every or (None if total is None else spe * max(1, -(-(total // 20) // spe)))
-    return EarlyBirdStop(eb, predict, alive, every)
+    return EarlyBirdStop(eb, predict, alive, every, total)
 
 
 def _unit_masks(weights, trained, current, rates, target_round, criterion):

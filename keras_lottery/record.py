@@ -22,7 +22,10 @@ class RoundRecord:
     accuracies are measured at that iteration.  ``curve`` holds every
     evaluation point as ``{"iteration", "val_loss", "val_accuracy"[, "test_*"]}``.
     With ``early_bird``, ``early_bird_iteration`` is where a pruning round
-    stopped (``None``: it trained its full length) and ``mask_distances`` the
+    stopped (``None``: it trained its full length), ``early_bird_reason`` why it
+    ended ("mask settled", "ran full length: mask kept moving", "ran full
+    length: fewer checks than the window"; ``None`` in records written before
+    the field existed, and for unwatched rounds) and ``mask_distances`` the
     checks as ``{"iteration", "distance"}``.
     """
 
@@ -45,6 +48,7 @@ class RoundRecord:
     effective_sparsity: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     early_bird_iteration: int | None = None
+    early_bird_reason: str | None = None
     mask_distances: list[dict[str, float]] = field(default_factory=list)
     masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 

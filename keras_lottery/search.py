@@ -121,8 +121,8 @@ def find_ticket(
         early_bird: ``True`` or an :class:`~keras_lottery.EarlyBird`: stop each
             pruning round's training once the mask pruning would produce has
             settled (You et al. 2020); the final ticket trains for the full
-            length.  Each round's record holds ``early_bird_iteration`` and
-            ``mask_distances``.
+            length.  Each round's record holds ``early_bird_iteration``,
+            ``early_bird_reason`` and ``mask_distances``.
         include: which weights to prune instead of the default (every
             trainable weight matrix): globs over variable paths, compiled
             regexes or predicates (see :func:`keras_lottery.coverage`).

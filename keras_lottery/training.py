@@ -70,6 +70,7 @@ def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callb
     if early is not None:
         round_record.early_bird_iteration = early.stopped_at
         round_record.mask_distances = early.distances
+        round_record.early_bird_reason = early.reason
     return round_record, snapshot
 
 
