@@ -219,8 +219,9 @@ def test_synflow_keeps_every_layer_alive_where_snip_collapses():
     x, y = data(256, 20, 4)
     snip = kl.prune_at_init(deep(), (x, y), sparsity=0.995, method="snip", batches=2)
     synflow = kl.prune_at_init(deep(), sparsity=0.995, method="synflow")
-    assert min(kept(snip)) == 0  # layer collapse
-    assert min(kept(synflow)) > 0
+    # SNIP empties a 64x64 layer (or leaves it one weight, depending on the backend's θ0).
+    assert min(kept(snip)) <= 1, kept(snip)
+    assert min(kept(synflow)) >= 5, kept(synflow)
     assert sum(kept(synflow)) == sum(kept(snip))
 
 
