@@ -76,7 +76,9 @@ def prune_at_init(
     ``model`` was; every weight keeps its value except the pruned ones,
     which are exactly 0.  Train it with ``fit``: pruned weights stay 0.
     ``result.at_init`` describes the pruning (method, sparsity per layer,
-    seconds).
+    seconds).  :func:`~keras_lottery.find_ticket` accepts the result and
+    continues IMP from its masks (they never regrow; its rates count from the
+    dense size, so a round prunes once its target is above ``sparsity``).
 
     The pruned weights are those :func:`~keras_lottery.find_ticket` prunes
     (weight matrices; biases and normalisation parameters never), and the
