@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from keras_lottery_options import (
+    AT_INIT_SPECS,
     GRANULARITIES,
     SCOPES,
     STRATEGIES,
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "validation_split": 0.1,
     "early_bird": False,
     "steps_per_execution": 1,
+    **{key: None for key in AT_INIT_SPECS},
 }
 MODELS = ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "xor")
 EXPORT_FORMATS = (

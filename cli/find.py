@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from keras_lottery_options import Spec, run_specs
+from keras_lottery_options import AT_INIT_SPECS, Spec, run_specs
 
 from .choices import DEFAULTS as D
 from .choices import GRANULARITIES, MODELS
@@ -141,6 +141,7 @@ RUN_OPTIONS = [
         help="Training steps per compiled call: same results, less per-step overhead "
         "(e.g. 50 for small models). Not part of the run id.",
     ),
+    *(search_option(name, spec) for name, spec in AT_INIT_SPECS.items()),
 ]
 
 PROGRESS_OPTIONS = [

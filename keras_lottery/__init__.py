@@ -16,6 +16,7 @@ from keras_lottery.analysis import (
     stable_rewind_point,
     weight_movement,
 )
+from keras_lottery.at_init import prune_at_init
 from keras_lottery.compact import (
     CompactionError,
     CompactionReport,
@@ -71,6 +72,7 @@ __all__ = [
     "load_dataset",
     "make_prunable",
     "prunable_weights",
+    "prune_at_init",
     "sparsity",
     "stable_rewind_point",
     "strip",

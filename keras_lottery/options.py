@@ -11,6 +11,8 @@ their place in the library.
 """
 
 from keras_lottery_options import (
+    AT_INIT_METHODS,
+    AT_INIT_SPECS,
     GRANULARITIES,
     GROUPS,
     SCOPES,
@@ -26,6 +28,8 @@ from keras_lottery_options import (
 )
 
 __all__ = [
+    "AT_INIT_METHODS",
+    "AT_INIT_SPECS",
     "GRANULARITIES",
     "GROUPS",
     "Pruning",

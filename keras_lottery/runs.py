@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "validation_split": 0.1,
     "early_bird": False,
     "steps_per_execution": 1,
+    **{key: None for key in options.AT_INIT_SPECS},
 }
 
 #: Keys that locate things or set speed without changing results: kept out of the run id.
@@ -173,6 +174,10 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     c["validation_split"] = _number("validation_split", c["validation_split"], float, 0.0, 1.0)
     if not isinstance(c["early_bird"], bool):
         raise ValueError(f"early_bird must be true or false, got {c['early_bird']!r}.")
+    for key, spec in options.AT_INIT_SPECS.items():
+        c[key] = spec.validate(key, spec.parse(c[key]))
+    if (c["at_init"] is None) != (c["sparsity"] is None):
+        raise ValueError("at_init and sparsity go together: --at-init snip --sparsity 0.95.")
     for key, spec in options.run_specs().items():  # text -> the option's type; checked below
         c[key] = spec.parse(c[key])
     for group in _option_groups(c).values():
@@ -521,6 +526,8 @@ def run(
         try:
             data = load_data(config)
             model = build_model(config, data)
+            if config.get("at_init"):
+                model = _pruned_at_init(model, data, config)
             ticket = find_ticket(
                 model,
                 data,
@@ -553,6 +560,19 @@ def run(
         }
         _write_json(run_dir / DONE_FILE, summary)
     return ticket
+
+
+def _pruned_at_init(model: keras.Model, data: Dataset, config: Mapping[str, Any]):
+    """``model`` pruned at θ0 by the run's ``at_init`` criterion (same seed, same masks)."""
+    from keras_lottery.at_init import prune_at_init
+
+    return prune_at_init(
+        model,
+        (data.x_train, data.y_train),
+        sparsity=config["sparsity"],
+        method=config["at_init"],
+        seed=config["seed"] or 0,
+    )
 
 
 def load_ticket(run_dir: str | os.PathLike) -> keras.Model:

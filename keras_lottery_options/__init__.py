@@ -450,6 +450,30 @@ class Training(_Options):
     )
 
 
+#: Criteria of :func:`keras_lottery.prune_at_init`.
+AT_INIT_METHODS = ("snip", "grasp", "synflow", "magnitude", "random")
+
+#: Run options that prune the network at θ0 before the search (``--at-init snip
+#: --sparsity 0.95``): not ``find_ticket`` options, so in no group.  Unset (None)
+#: they leave the run id of a configuration unchanged.
+AT_INIT_SPECS: dict[str, Spec] = {
+    "at_init": Spec(
+        "Prune at θ0 by this criterion first (keras_lottery.prune_at_init, global scope); "
+        "round 0 trains that sparse network, later rounds continue IMP from its masks.",
+        kind=str,
+        choices=AT_INIT_METHODS,
+        optional=True,
+    ),
+    "sparsity": Spec(
+        "Sparsity of --at-init (e.g. 0.95 keeps 5% of the pruned weights).",
+        kind=float,
+        low=0.0,
+        high=1.0,
+        optional=True,
+    ),
+}
+
+
 #: The option groups, by the keyword of ``find_ticket`` that takes each.
 GROUPS: dict[str, type[_Options]] = {cls.keyword: cls for cls in (Pruning, Reset, Training)}
 
@@ -471,6 +495,8 @@ def run_defaults() -> dict[str, Any]:
 
 
 __all__ = [
+    "AT_INIT_METHODS",
+    "AT_INIT_SPECS",
     "GRANULARITIES",
     "GROUPS",
     "Pruning",

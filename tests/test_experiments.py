@@ -4,7 +4,8 @@ They assert only what is robust at this size (checked against the full runs,
 see experiments/README.md): on XOR, 10-unit nets pruned to 2 units and reset
 to θ0 succeed far more often than 2-unit nets trained from scratch; on a 1k
 MNIST subset, a one-shot ticket at ~7% of the weights stays close to the dense
-net and beats random pruning at the same sparsity.
+net and beats random pruning at the same sparsity; one pruning-at-init run
+(``at_init.py``) yields a complete row.
 """
 
 from __future__ import annotations
@@ -73,3 +74,14 @@ def test_one_shot_lenet_ticket_vs_random_pruning(tiny_mnist):
     assert ticket.early_stop_test_accuracy >= dense.early_stop_test_accuracy - 0.03
     # ... and is not worse than a random mask of the same size
     assert ticket.early_stop_test_accuracy >= random.early_stop_test_accuracy
+
+
+def test_at_init_run_row(tiny_mnist):
+    """One pruning-at-init run of ``at_init.py`` at a tiny size: its row is complete."""
+    import at_init
+
+    row = at_init.run("synflow", 0.9, 0, "rearrange", tiny_mnist, steps=100, eval_every=50)
+    assert row["percent_remaining"] == pytest.approx(10.0, abs=0.01)
+    assert len(row["layer_remaining"]) == 3
+    assert 0 < row["early_stop_iteration"] <= 100
+    assert row["early_stop_test_accuracy"] > 0.5

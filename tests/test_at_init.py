@@ -1,0 +1,279 @@
+"""Pruning at initialization (SNIP, GraSP, SynFlow, magnitude, random) and its gradients.
+
+Backend-neutral: no TensorFlow import, so CI runs these on JAX and PyTorch too.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lottery as kl
+from keras_lottery import at_init, gradients, pruning
+
+METHODS = at_init.METHODS
+
+
+def data(n=128, features=12, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, features)).astype("float32"), rng.integers(0, classes, n)
+
+
+def mlp(seed=0, features=12, hidden=(24, 16), classes=3, norm=True):
+    """A small MLP with biases and a BatchNormalization (never pruned)."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((features,))]
+    for i, h in enumerate(hidden):
+        layers.append(keras.layers.Dense(h, activation="relu"))
+        if norm and i == 0:
+            layers.append(keras.layers.BatchNormalization())
+    layers.append(keras.layers.Dense(classes, activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return model
+
+
+def kept(ticket) -> list[int]:
+    """Kept weights per pruned weight, in order (paths differ between two models)."""
+    return [int(np.asarray(w.mask).sum()) for w in ticket.prunable_weights()]
+
+
+def masks_of(ticket) -> list[np.ndarray]:
+    return [np.asarray(w.mask).copy() for w in ticket.prunable_weights()]
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("method", METHODS)
+def test_global_sparsity_and_theta0(method):
+    model = mlp()
+    before = [np.array(v) for v in model.weights]
+    ticket = kl.prune_at_init(model, data(), sparsity=0.9, method=method, iterations=5)
+    assert isinstance(ticket, kl.MaskedModel)
+    sizes = {w.name: int(np.prod(w.kernel.shape)) for w in ticket.prunable_weights()}
+    assert sum(kept(ticket)) == pruning.keep_count(sum(sizes.values()), 0.9, 1)
+    assert ticket.at_init["remaining"] == pytest.approx(sum(kept(ticket)) / sum(sizes.values()))
+    pruned_vars = {id(w.kernel): np.asarray(w.mask) for w in ticket.prunable_weights()}
+    assert len(pruned_vars) == 3  # the three kernels: biases and the norm are not pruned
+    for var, value in zip(model.weights, before):
+        now = np.array(var)
+        if id(var) in pruned_vars:  # θ0 where kept, exactly 0 where pruned
+            mask = pruned_vars[id(var)]
+            np.testing.assert_array_equal(now, np.where(mask, value, 0))
+        else:  # biases, BatchNorm parameters and statistics: untouched
+            np.testing.assert_array_equal(now, value)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("method", METHODS)
+def test_layerwise_counts_with_the_output_rule(method):
+    ticket = kl.prune_at_init(
+        mlp(), data(), sparsity=0.8, method=method, scope="layerwise", iterations=5
+    )
+    for w, n in zip(ticket.prunable_weights(), kept(ticket)):
+        size = int(np.prod(w.kernel.shape))
+        rate = 0.4 if w.is_output else 0.8  # the output layer at half the rate
+        assert n == pruning.keep_count(size, rate, 1), w.name
+    out = kl.prune_at_init(
+        mlp(), data(), sparsity=0.8, method=method, scope="layerwise", output_sparsity=0.5
+    )
+    w = out.prunable_weights()[-1]
+    assert w.is_output
+    assert kept(out)[-1] == pruning.keep_count(int(np.prod(w.kernel.shape)), 0.5, 1)
+
+
+@pytest.mark.backends
+def test_masks_never_regrow_in_fit_and_same_seed_same_masks():
+    x, y = data()
+    first = kl.prune_at_init(mlp(), (x, y), sparsity=0.7, method="snip", seed=3)
+    again = kl.prune_at_init(mlp(), (x, y), sparsity=0.7, method="snip", seed=3)
+    masks = masks_of(first)
+    for m, m0 in zip(masks_of(again), masks):
+        np.testing.assert_array_equal(m, m0)
+    first.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    for w, m0 in zip(first.prunable_weights(), masks):
+        np.testing.assert_array_equal(np.asarray(w.mask), m0)
+        assert np.all(np.asarray(w.kernel)[~m0] == 0)
+        assert np.any(np.asarray(w.kernel)[m0] != 0)
+    r1 = kl.prune_at_init(mlp(), sparsity=0.7, method="random", seed=1)
+    r2 = kl.prune_at_init(mlp(), sparsity=0.7, method="random", seed=1)
+    r3 = kl.prune_at_init(mlp(), sparsity=0.7, method="random", seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(masks_of(r1), masks_of(r2)))
+    assert not all(np.array_equal(a, b) for a, b in zip(masks_of(r1), masks_of(r3)))
+
+
+@pytest.mark.backends
+def test_snip_scores_match_a_hand_computation():
+    """One linear layer, mean squared error: g = 2/(n k) xᵀ(xW - y), score |g ⊙ W|."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 5)).astype("float32")
+    y = rng.normal(size=(16, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, use_bias=False)])
+    model.compile("sgd", "mse")
+    w = np.array(model.weights[0])
+    expected = np.abs(2.0 / (16 * 4) * x.T @ (x @ w - y) * w)
+    ticket = kl.make_prunable(model)
+    scores = at_init.snip_scores(ticket, ticket.prunable_weights(), [(x, y)])
+    np.testing.assert_allclose(next(iter(scores.values())), expected, rtol=1e-4, atol=1e-7)
+
+
+def _smooth_model():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)]
+    )
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.backends
+def test_gradients_and_hessian_vector_product_match_finite_differences():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.normal(size=(8, 2)).astype("float32")
+    model = _smooth_model()
+    weights = [v for v in model.trainable_variables]
+    values = [np.array(v, dtype="float64") for v in weights]
+    fn = gradients.model_loss(model, x, y)
+
+    def loss_at(vals):
+        for var, v in zip(weights, vals):
+            var.assign(v.astype("float32"))
+        return float(keras.ops.convert_to_numpy(fn()))
+
+    def grads_at(vals):
+        for var, v in zip(weights, vals):
+            var.assign(v.astype("float32"))
+        return gradients.loss_gradients(model, x, y, weights)
+
+    g = grads_at(values)
+    eps = 1e-2
+    for i in (0, 2):  # the first kernel and the second kernel, every entry
+        fd = np.zeros_like(values[i])
+        for idx in np.ndindex(values[i].shape):
+            plus = [v.copy() for v in values]
+            minus = [v.copy() for v in values]
+            plus[i][idx] += eps
+            minus[i][idx] -= eps
+            fd[idx] = (loss_at(plus) - loss_at(minus)) / (2 * eps)
+        np.testing.assert_allclose(g[i], fd, rtol=2e-2, atol=2e-4)
+    v = [rng.normal(size=a.shape) for a in values]
+    grads_at(values)
+    hv = gradients.loss_hessian_vector_product(model, x, y, weights, v)
+    plus = grads_at([a + eps * b for a, b in zip(values, v)])
+    minus = grads_at([a - eps * b for a, b in zip(values, v)])
+    for h, p, m in zip(hv, plus, minus):
+        np.testing.assert_allclose(h, (p - m) / (2 * eps), rtol=3e-2, atol=3e-3)
+
+
+@pytest.mark.backends
+def test_invert_keeps_the_complement_ranking():
+    model = mlp()
+    magnitudes = [np.abs(np.array(w)) for w in model.weights if len(w.shape) == 2]
+    inverted = kl.prune_at_init(mlp(), sparsity=0.5, method="magnitude", invert=True)
+    straight = kl.prune_at_init(mlp(), sparsity=0.5, method="magnitude")
+    total = sum(m.size for m in magnitudes)
+    assert total % 2 == 0
+    flat = np.concatenate([m.ravel() for m in magnitudes])
+    assert len(np.unique(flat)) == total  # no ties
+    a, b = masks_of(inverted), masks_of(straight)
+    for inv, straight_mask in zip(a, b):
+        np.testing.assert_array_equal(inv, ~straight_mask)  # exactly the other half
+    kept_values = np.concatenate([m.ravel()[k.ravel()] for m, k in zip(magnitudes, a)])
+    assert kept_values.max() < np.sort(flat)[total // 2]  # the lowest half, all of it
+
+
+@pytest.mark.backends
+def test_controls_rearrange_and_reinit():
+    x, y = data()
+    base = kl.prune_at_init(mlp(), (x, y), sparsity=0.8, method="snip")
+    shuffled = kl.prune_at_init(mlp(), (x, y), sparsity=0.8, method="snip", control="rearrange")
+    assert kept(shuffled) == kept(base)  # per-layer counts kept
+    assert any(not np.array_equal(a, b) for a, b in zip(masks_of(base), masks_of(shuffled)))
+    model = mlp()
+    before = [np.array(v) for v in model.weights]
+    fresh = kl.prune_at_init(model, (x, y), sparsity=0.8, method="snip", control="reinit")
+    for m, m0 in zip(masks_of(fresh), masks_of(base)):  # the masks of θ0 ...
+        np.testing.assert_array_equal(m, m0)
+    kernels = [(np.array(w.kernel), w) for w in fresh.prunable_weights()]
+    for value, w in kernels:  # ... on new values, pruned ones at 0
+        assert np.all(value[~np.asarray(w.mask)] == 0)
+    assert not np.allclose(np.array(model.weights[0]), before[0])
+
+
+@pytest.mark.backends
+def test_synflow_keeps_every_layer_alive_where_snip_collapses():
+    """Tanaka et al.: at extreme sparsity SNIP empties whole layers, SynFlow does not."""
+
+    def deep(seed=0):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [keras.Input((20,))]
+            + [keras.layers.Dense(64, activation="relu") for _ in range(3)]
+            + [keras.layers.Dense(4)]
+        )
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    x, y = data(256, 20, 4)
+    snip = kl.prune_at_init(deep(), (x, y), sparsity=0.995, method="snip", batches=2)
+    synflow = kl.prune_at_init(deep(), sparsity=0.995, method="synflow")
+    # SNIP empties a 64x64 layer (or leaves it one weight, depending on the backend's θ0).
+    assert min(kept(snip)) <= 1, kept(snip)
+    assert min(kept(synflow)) >= 5, kept(synflow)
+    assert sum(kept(synflow)) == sum(kept(snip))
+
+
+@pytest.mark.backends
+def test_refusals():
+    with pytest.raises(ValueError, match="sparsity"):
+        kl.prune_at_init(mlp(), sparsity=1.0, method="random")
+    with pytest.raises(ValueError, match="method"):
+        kl.prune_at_init(mlp(), sparsity=0.5, method="obd")
+    with pytest.raises(ValueError, match="data"):
+        kl.prune_at_init(mlp(), sparsity=0.5, method="snip")
+    with pytest.raises(ValueError, match="control"):
+        kl.prune_at_init(mlp(), data(), sparsity=0.5, method="snip", control="shuffle")
+
+
+@pytest.mark.backends
+def test_find_ticket_continues_from_a_pruned_at_init_model():
+    """The masks set at init are kept (never regrow) by a following IMP search."""
+    x, y = data()
+    ticket = kl.prune_at_init(mlp(), (x, y), sparsity=0.5, method="snip")
+    start = masks_of(ticket)
+    out = kl.find_ticket(
+        ticket, (x, y), rounds=2, rate=0.5, steps=4, batch_size=32, seed=0, verbose=0
+    )
+    assert out is ticket
+    for w, m0 in zip(out.prunable_weights(), start):
+        assert not np.any(np.asarray(w.mask) & ~m0)  # nothing pruned at init came back
+    assert kl.sparsity(out)["overall"] > 0.7
+
+
+@pytest.mark.backends
+def test_run_configuration_with_at_init(tmp_path):
+    """``keras-lottery find --at-init snip --sparsity 0.95``: a new run id, old ones unchanged."""
+    from keras_lottery import runs
+
+    plain = runs.normalize_config({})
+    config = runs.normalize_config({"at_init": "snip", "sparsity": "0.95"})
+    assert config["sparsity"] == 0.95
+    assert runs.config_hash(plain) == "44136fa355b3"  # pinned in test_options
+    assert runs.non_default(config) == {"at_init": "snip", "sparsity": 0.95}
+    for bad in ({"at_init": "snip"}, {"sparsity": 0.9}, {"at_init": "obd", "sparsity": 0.9}):
+        with pytest.raises(ValueError):
+            runs.normalize_config(bad)
+    small = runs.normalize_config(
+        {
+            "at_init": "synflow",
+            "sparsity": 0.9,
+            "rounds": 1,
+            "steps": 3,
+            "train_size": 300,
+            "test_size": 100,
+        }
+    )
+    ticket = runs.run(small, tmp_path / "run", verbose=0)
+    assert ticket.lottery.rounds[0].sparsity == pytest.approx(0.9, abs=2e-3)
