@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 import keras
 import numpy as np
 
-from keras_lottery import gradients, pruning
+from keras_lottery import gradients, pruning, structure
 from keras_lottery.assign import assign
 from keras_lottery.convert import make_prunable
 from keras_lottery.data import Dataset
@@ -212,7 +212,7 @@ def synflow_scores(model, weights: list[PrunableWeight], batches, **_) -> Scores
     try:
         with _output_activation(model, weights, lambda act: keras.activations.linear):
             grads = gradients.gradients(
-                lambda: keras.ops.sum(model(ones, training=False)), _kernels(weights)
+                lambda: _total(model(ones, training=False)), _kernels(weights)
             )
     finally:
         for var, value in zip(variables, signed):
@@ -276,18 +276,21 @@ def _keep_counts(weights, rates, scope, fraction: float):
 def _batches(data, batches: int, batch_size: int, seed: int) -> list[tuple]:
     if isinstance(data, Dataset):
         data = (data.x_train, data.y_train)
-    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
-        x, y = np.asarray(data[0]), np.asarray(data[1])
-        order = np.random.default_rng([seed, 0]).permutation(len(x))
+    # (x, y) with x an array, a list of arrays (several inputs) or a dict of them; a tuple
+    # whose first item is a tuple is taken as batches.
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], dict | list | np.ndarray):
+        x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
+        order = np.random.default_rng([seed, 0]).permutation(structure.num_examples(x, y))
         picked = [order[i * batch_size : (i + 1) * batch_size] for i in range(batches)]
-        return [(x[i], y[i]) for i in picked if len(i)]
+        return [(structure.take(x, i), structure.take(y, i)) for i in picked if len(i)]
     if isinstance(data, Iterable):
         out = []
         for item in data:
             if len(out) == batches:
                 break
             x, y = item[0], item[1]
-            out.append((keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y)))
+            numpy = keras.ops.convert_to_numpy
+            out.append((keras.tree.map_structure(numpy, x), keras.tree.map_structure(numpy, y)))
         return out
     raise TypeError(f"data must be (x, y) arrays or an iterable of (x, y) batches, got {data!r}.")
 
@@ -326,16 +329,28 @@ def _output_activation(model: MaskedModel, weights, change):
             object.__setattr__(layer, "activation", act)
 
 
+def _total(outputs):
+    """SynFlow's R: the sum of every output of the network (one or several)."""
+    return sum(keras.ops.sum(o) for o in keras.tree.flatten(outputs))
+
+
 def _ones_input(model: MaskedModel, batches):
     """One all-ones example shaped like the model's input (from data if it has no ``inputs``)."""
     inputs = getattr(model.model, "inputs", None)
-    if inputs:
-        ones = [np.ones((1, *tuple(t.shape)[1:]), "float32") for t in inputs]
-        return ones[0] if len(ones) == 1 else ones
+    if inputs and all(d is not None for t in inputs for d in tuple(t.shape)[1:]):
+        try:  # the model's own input structure (a dict for named inputs)
+            nest = model.model.input
+        except (AttributeError, ValueError):  # a Sequential never called
+            nest = inputs[0] if len(inputs) == 1 else inputs
+        return keras.tree.map_structure(
+            lambda t: np.ones((1, *tuple(t.shape)[1:]), t.dtype or "float32"), nest
+        )
     if batches:
         x = batches[0][0]
         return keras.tree.map_structure(lambda a: np.ones((1, *np.shape(a)[1:]), "float32"), x)
-    raise ValueError("SynFlow needs the input shape: the model has no inputs; pass data.")
+    raise ValueError(
+        "SynFlow needs the input shape: the model has no inputs of a fixed shape; pass data."
+    )
 
 
 __all__ = ["CONTROLS", "CRITERIA", "METHODS", "prune_at_init", "select"]

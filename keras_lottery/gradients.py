@@ -43,9 +43,17 @@ def hessian_vector_product(
 def model_loss(model: keras.Model, x, y) -> Callable[[], object]:
     """``fn()``: the mean compiled loss of ``model`` on ``(x, y)`` (inference mode).
 
+    Several outputs with a loss each give their total, as ``fit`` computes it.
+
     A mask-aware model not compiled itself uses the loss of the model it wraps.
     """
     compiled = model if getattr(model, "loss", None) is not None else getattr(model, "model", model)
+    if isinstance(compiled.loss, dict | list | tuple):  # several outputs: Keras sums their losses
+
+        def total():
+            return compiled.compute_loss(x=x, y=y, y_pred=model(x, training=False), training=False)
+
+        return total
     loss = resolve_loss(compiled)
     y = np.asarray(y)
 

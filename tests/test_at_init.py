@@ -6,6 +6,7 @@ Backend-neutral: no TensorFlow import, so CI runs these on JAX and PyTorch too.
 from __future__ import annotations
 
 import keras
+import matrix
 import numpy as np
 import pytest
 
@@ -277,3 +278,32 @@ def test_run_configuration_with_at_init(tmp_path):
     )
     ticket = runs.run(small, tmp_path / "run", verbose=0)
     assert ticket.lottery.rounds[0].sparsity == pytest.approx(0.9, abs=2e-3)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in matrix.SLOW else n for n in matrix.MODELS],
+)
+def test_every_model_of_the_matrix(name):
+    """GraSP and SynFlow on every model kind: the sparsity asked, θ0 kept, masks hold in fit.
+
+    (GraSP takes the loss's gradients and Hessian-vector products, a superset of what
+    SNIP needs; SynFlow runs the network data-free on all-ones inputs.)
+    """
+    for method in ("grasp", "synflow"):
+        model, x, y = matrix.build(name)
+        before = [np.array(w) for w in model.weights]
+        ticket = kl.prune_at_init(model, (x, y), sparsity=0.8, method=method, iterations=5)
+        weights = ticket.prunable_weights()
+        total = sum(int(np.prod(w.mask.shape)) for w in weights)
+        assert sum(kept(ticket)) == round(total * 0.2), (name, method)
+        pruned = {id(w.kernel): np.asarray(w.mask) for w in weights}
+        for var, value in zip(model.weights, before):
+            now = np.array(var)
+            mask = pruned.get(id(var))
+            expected = value if mask is None else np.where(mask, value, 0)
+            np.testing.assert_array_equal(now, expected, err_msg=f"{name} {method} {var.path}")
+        ticket.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        for w in weights:
+            assert not np.any(np.asarray(w.kernel)[~np.asarray(w.mask)]), (name, method)
