@@ -170,16 +170,8 @@ def select(scores: Mapping[str, np.ndarray], alive: Mapping[str, np.ndarray], ke
     """
     if isinstance(keep, Mapping):
         return {n: pruning.top_k(np.asarray(scores[n]), alive[n], keep[n]) for n in alive}
-    names = list(alive)
-    flat = np.concatenate([np.asarray(scores[n], dtype="float64").ravel() for n in names])
-    live = np.concatenate([np.asarray(alive[n]).ravel() for n in names])
-    kept = pruning.top_k(flat, live, keep)
-    out, start = {}, 0
-    for n in names:
-        size = alive[n].size
-        out[n] = kept[start : start + size].reshape(alive[n].shape)
-        start += size
-    return out
+    as_float64 = {n: np.asarray(scores[n], dtype="float64") for n in alive}
+    return pruning.top_k_global(as_float64, {n: np.asarray(alive[n]) for n in alive}, keep)
 
 
 # -- the criteria: scores(model, weights, batches) -> {path: array} ---------------

@@ -88,10 +88,15 @@ def magnitude_layerwise(
 
 def magnitude_global(weights: Arrays, masks: Arrays, total_keep: int) -> dict[str, np.ndarray]:
     """One threshold across all layers: keep the ``total_keep`` largest ``|w|``."""
+    return top_k_global({n: np.abs(weights[n]) for n in masks}, masks, total_keep)
+
+
+def top_k_global(scores: Arrays, masks: Arrays, total_keep: int) -> dict[str, np.ndarray]:
+    """One threshold across all layers: keep the ``total_keep`` highest scores that survive."""
     names = list(masks)
-    scores = np.concatenate([np.abs(weights[n]).ravel() for n in names])
+    flat = np.concatenate([np.asarray(scores[n]).ravel() for n in names])
     alive = np.concatenate([masks[n].ravel() for n in names])
-    kept = top_k(scores, alive, total_keep)
+    kept = top_k(flat, alive, total_keep)
     out, start = {}, 0
     for n in names:
         size = masks[n].size

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_gradual import _data, _model
 
 import keras_lottery as kl
 from keras_lottery import schedules
@@ -77,25 +78,6 @@ def test_round_schedules_step_function():
         assert again.get_config() == config
     with pytest.raises(ValueError, match="rate"):
         schedules.IterativeSchedule(1.5, 3, 10)
-
-
-def _data(n=256, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 12)).astype("float32")
-    return x, x[:, :3].argmax(1).astype("int64")
-
-
-def _model(seed=0):
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [keras.Input((12,)), keras.layers.Dense(24, activation="relu"), keras.layers.Dense(3)]
-    )
-    model.compile(
-        keras.optimizers.Adam(1e-2),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
 
 
 class MaskLog(keras.callbacks.Callback):
