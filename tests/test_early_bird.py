@@ -235,28 +235,9 @@ def test_records_and_settings_written_before_early_bird_reason_load(tmp_path):
 
 def test_a_resumed_search_keeps_each_rounds_reason(tmp_path):
     eb = EarlyBird(window=3, check_every=10)
-    first = kl.find_ticket(
-        _model(),
-        _data(),
-        rounds=2,
-        steps=STEPS,
-        batch_size=32,
-        seed=0,
-        verbose=0,
-        early_bird=eb,
-        run_dir=tmp_path,
-    ).lottery
-    again = kl.find_ticket(
-        _model(),
-        _data(),
-        rounds=2,
-        steps=STEPS,
-        batch_size=32,
-        seed=0,
-        verbose=0,
-        early_bird=eb,
-        run_dir=tmp_path,
-    ).lottery
+    opts = dict(rounds=2, steps=STEPS, batch_size=32, seed=0, verbose=0, early_bird=eb)
+    first = kl.find_ticket(_model(), _data(), run_dir=tmp_path, **opts).lottery
+    again = kl.find_ticket(_model(), _data(), run_dir=tmp_path, **opts).lottery  # reloaded
     reasons = [r.early_bird_reason for r in first.rounds]
     assert reasons[:2] == [SETTLED, SETTLED] and reasons[2] is None
     assert [r.early_bird_reason for r in again.rounds] == reasons
