@@ -38,16 +38,18 @@ def _python(code: str, tmp_path, **env) -> subprocess.CompletedProcess:
     )
 
 
-#: Makes ``import tensorflow`` fail in a process, as where it is not installed.
+#: Makes ``import tensorflow`` fail in a process, as where it is not installed (where it
+#: is not, nothing to do: ``find_spec`` must then answer None, as PyTorch's dynamo asks it).
 HIDE_TENSORFLOW = """
-import importlib.abc, sys
+import importlib.abc, importlib.util, sys
 
 class NoTensorFlow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
-sys.meta_path.insert(0, NoTensorFlow())
+if importlib.util.find_spec("tensorflow") is not None:
+    sys.meta_path.insert(0, NoTensorFlow())
 """
 
 
