@@ -175,9 +175,11 @@ class _Torch:
     @classmethod
     def hvp(cls, fn, variables, vectors):
         import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
         values = cls._leaves(variables)
-        with torch.enable_grad():
+        # The fused attention kernels have no second derivative: the reference one has.
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             out = fn()
             grads = torch.autograd.grad(out, values, create_graph=True)
             dot = sum(

@@ -73,7 +73,7 @@ def hub_encoder(rng):
 
 def bert(rng):
     """A tiny keras-hub BertBackbone built from its config (random weights) with a head."""
-    import keras_hub
+    keras_hub = pytest.importorskip("keras_hub")  # the hub extra
 
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=VOCAB,
