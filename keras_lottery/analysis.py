@@ -23,7 +23,7 @@ import numpy as np
 from keras_lottery.callbacks import Evaluator
 from keras_lottery.compact import effective_sparsity_or_none
 from keras_lottery.coverage import Coverage, discover
-from keras_lottery.data import Dataset, numpy_batches, shuffled_batches
+from keras_lottery.data import Dataset, array_batches
 from keras_lottery.masked_model import MaskedModel
 from keras_lottery.seeding import set_random_seed
 
@@ -272,10 +272,7 @@ def _to_start(model) -> None:
 
 def _fit(model, x, y, steps, batch_size, seed) -> None:
     set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        stream = shuffled_batches(x, y, batch_size, seed)
-    else:  # the same batches, without TensorFlow
-        stream = numpy_batches(x, y, batch_size, seed)
+    stream = array_batches(x, y, batch_size, seed)()
     model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     if hasattr(model, "apply_masks"):
         model.apply_masks()

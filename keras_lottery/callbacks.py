@@ -22,12 +22,17 @@ def resolve_loss(model: keras.Model):
     return keras.losses.get(loss) if isinstance(loss, str) else loss
 
 
-def loss_value(loss, y_true, y_pred) -> float:
-    """Mean loss, with ``(n,)`` labels matched to ``(n, 1)`` outputs as Keras's fit does."""
+def labels_like(y_true, y_pred) -> np.ndarray:
+    """``y_true`` as an array, ``(n,)`` labels as ``(n, 1)`` for ``(n, 1)`` outputs (as ``fit``)."""
     y_true = np.asarray(y_true)
     if y_pred.shape[-1] == 1 and y_true.ndim == len(y_pred.shape) - 1:
-        y_true = y_true[..., None]
-    return float(keras.ops.mean(loss(y_true, y_pred)))
+        return y_true[..., None]
+    return y_true
+
+
+def loss_value(loss, y_true, y_pred) -> float:
+    """Mean loss, with labels matched to the outputs as Keras's fit does."""
+    return float(keras.ops.mean(loss(labels_like(y_true, y_pred), y_pred)))
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, loss=None) -> float:

@@ -7,6 +7,7 @@ unless a TFDS name is given with ``download=True``.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import sys
@@ -124,6 +125,22 @@ def numpy_batches(x, y, batch_size: int, seed: int):
             idx = order[start : start + batch_size]
             yield _rows(x, idx), _rows(y, idx)
         epoch += 1
+
+
+def array_batches(x, y, batch_size: int, seed: int):
+    """What each ``fit`` over arrays reads, for the backend in use: call it once per ``fit``.
+
+    On TensorFlow one :func:`shuffled_batches` stream, built now and handed to
+    every call (the arrays are copied into TensorFlow once); elsewhere a fresh
+    :func:`numpy_batches` generator per call, without a ``tf.data`` conversion
+    per step.  Both give the same batches.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        stream = shuffled_batches(x, y, batch_size, seed)
+        return lambda: stream
+    return functools.partial(numpy_batches, x, y, batch_size, seed)
 
 
 def _rows(nest, idx: np.ndarray):

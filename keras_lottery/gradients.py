@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-from keras_lottery.callbacks import resolve_loss
+from keras_lottery.callbacks import labels_like, resolve_loss
 
 
 def gradients(fn: Callable[[], object], variables: Sequence) -> list[np.ndarray]:
@@ -59,10 +59,7 @@ def model_loss(model: keras.Model, x, y) -> Callable[[], object]:
 
     def fn():
         y_pred = model(x, training=False)
-        y_true = y
-        if y_pred.shape[-1] == 1 and y_true.ndim == len(y_pred.shape) - 1:
-            y_true = y_true[..., None]
-        return keras.ops.mean(loss(y_true, y_pred))
+        return keras.ops.mean(loss(labels_like(y, y_pred), y_pred))
 
     return fn
 

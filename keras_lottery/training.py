@@ -10,7 +10,6 @@ gradual pruning and early-bird.  A round ends with its
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 import warnings
@@ -31,7 +30,7 @@ from keras_lottery.callbacks import (
 )
 from keras_lottery.compact import effective_sparsity_or_none
 from keras_lottery.convert import sparsity
-from keras_lottery.data import numpy_batches, shuffled_batches
+from keras_lottery.data import array_batches
 from keras_lottery.extras import is_tf_dataset
 from keras_lottery.gradual import GradualPruning
 from keras_lottery.masking import _early_bird_callback
@@ -189,7 +188,7 @@ class _Training:
     (not once per round).
     """
 
-    data: Any  # a tf.data.Dataset, a keras.utils.PyDataset or a batch generator factory
+    data: Any  # a tf.data.Dataset, a keras.utils.PyDataset or array_batches' factory
     steps_per_epoch: int | None
     epochs: int
     stop_at: int | None
@@ -207,11 +206,8 @@ class _Training:
             data, epoch_steps = (train.repeat() if steps is not None else train), None
         elif isinstance(train, keras.utils.PyDataset):
             data, epoch_steps = train, None
-        elif keras.backend.backend() == "tensorflow":
-            data = shuffled_batches(*train, batch_size, seed)
-            epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
-        else:  # the same batches as NumPy: no per-step tf.data conversion on JAX/PyTorch
-            data = functools.partial(numpy_batches, *train, batch_size, seed)
+        else:  # arrays: one stream for the whole search, the same batches on every backend
+            data = array_batches(*train, batch_size, seed)
             epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
         stop_at = None
         if steps is not None:  # fit in chunks of eval_every, stopped at exactly `steps`
@@ -222,7 +218,7 @@ class _Training:
         return cls(data, epoch_steps, epochs, stop_at, total, eval_every=eval_every, **settings)
 
     def stream(self):
-        """What one round's ``fit`` reads: the dataset, or a fresh generator of it."""
+        """What one round's ``fit`` reads: the dataset, or what the batch factory gives."""
         return self.data() if callable(self.data) else self.data
 
 

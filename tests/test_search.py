@@ -250,16 +250,16 @@ def test_arrays_become_one_stream_for_the_whole_search(small, monkeypatch):
     (A stream built per round kept one copy of the training set alive per round
     until Python's cyclic GC ran: +190 MB per round on full MNIST.)
     """
-    from keras_lottery import training
+    from keras_lottery import data
 
     built = []
-    real = training.shuffled_batches
+    real = data.shuffled_batches
 
     def counting(x, y, batch_size, seed):
         built.append((len(x), batch_size, seed))
         return real(x, y, batch_size, seed)
 
-    monkeypatch.setattr(training, "shuffled_batches", counting)
+    monkeypatch.setattr(data, "shuffled_batches", counting)
     ticket = kl.find_ticket(lenet(hidden=(32,)), small, rounds=3, steps=20, seed=5, verbose=0)
     assert built == [(len(small.x_train), 60, 5)]
     assert [r.iterations for r in ticket.lottery.rounds] == [20, 20, 20, 20]
