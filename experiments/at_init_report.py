@@ -49,20 +49,22 @@ def cell(values: list[float]) -> str:
     return f"{mean:.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
+def accuracies(rows, method: str, check: str | None, sparsity: float) -> list[float]:
+    """Test accuracies (%) at early stop of the runs of one method, check and sparsity."""
+    return [
+        100 * r["early_stop_test_accuracy"]
+        for r in rows
+        if r["method"] == method and r["check"] == check and r["sparsity"] == sparsity
+    ]
+
+
 def accuracy_table(rows) -> str:
     imp = imp_rows()
     head = "| Pm % | IMP ticket (Pm %) | " + " | ".join(METHODS) + " |"
     lines = [head, "|---:|---:|" + "---:|" * len(METHODS)]
     for pm in NOMINAL:
         sparsity = round(1 - pm / 100, 3)
-        cells = []
-        for m in METHODS:
-            acc = [
-                100 * r["early_stop_test_accuracy"]
-                for r in rows
-                if r["method"] == m and r["check"] is None and r["sparsity"] == sparsity
-            ]
-            cells.append(cell(acc))
+        cells = [cell(accuracies(rows, m, None, sparsity)) for m in METHODS]
         found = imp.get(pm, [])
         imp_cell = cell([a for _, a in found])
         if found:
@@ -77,14 +79,7 @@ def checks_table(rows, sparsity=0.95) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for m in METHODS[:4]:
-        cells = []
-        for check in (None, *CHECKS):
-            acc = [
-                100 * r["early_stop_test_accuracy"]
-                for r in rows
-                if r["method"] == m and r["check"] == check and r["sparsity"] == sparsity
-            ]
-            cells.append(cell(acc))
+        cells = [cell(accuracies(rows, m, check, sparsity)) for check in (None, *CHECKS)]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
