@@ -27,7 +27,7 @@ def set_threads(threads: int) -> None:
 
 def mnist(path: str | os.PathLike = MNIST, train_size: int | None = None, channels: bool = False):
     """Real MNIST training images as float32 ``(x, y)``, optionally cut and with a channel axis."""
-    from keras_lottery.data import load_dataset
+    from keras_lottery.data.datasets import load_dataset
 
     data = load_dataset(str(path))
     x, y = data.x_train[:train_size], data.y_train[:train_size]

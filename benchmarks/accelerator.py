@@ -64,7 +64,7 @@ import scale  # noqa: E402
 
 import keras_lottery as kl  # noqa: E402
 import keras_lottery.seeding  # noqa: E402, F401
-from keras_lottery.data import numpy_batches  # noqa: E402
+from keras_lottery.data.datasets import numpy_batches  # noqa: E402
 
 MODELS = ("resnet50", "transformer")
 DTYPES = ("float32", "mixed_bfloat16")

@@ -4,7 +4,7 @@ For LeNet-300-100 and LeNet-5 on real MNIST (trained on the first 55,000
 training digits; the last 5,000 are the validation set the settings were
 chosen by; accuracy on the 10,000 test digits): a dense net trained as long as
 one round of the searches, an unstructured ticket (IMP with rewinding), the
-same ticket compacted (:func:`keras_lottery.compact`) and a structured ticket
+same ticket compacted (:func:`keras_lottery.compact.compaction`) and a structured ticket
 (``granularity="unit"``) compacted; each exported to float32 TFLite by
 :func:`keras_lottery.export`.  Latency: every file of one net is loaded in the
 LiteRT interpreter (default settings, XNNPack) in this one process and timed in

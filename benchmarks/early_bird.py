@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     _bench.set_threads(args.threads)
     import keras_lottery as kl
-    from keras_lottery.data import load_dataset
+    from keras_lottery.data.datasets import load_dataset
 
     data = load_dataset(str(_bench.MNIST)).subset(args.train_size, args.test_size)
     seeds = [int(s) for s in args.seeds.split(",")]

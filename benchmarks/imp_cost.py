@@ -34,7 +34,7 @@ def dense_fit(x, y, steps: int, epochs: int = 1, seed: int = 0):
     """Dense training of ``epochs`` x ``steps`` iterations on the batches a search uses."""
     import keras
 
-    from keras_lottery.data import shuffled_batches
+    from keras_lottery.data.datasets import shuffled_batches
     from keras_lottery.zoo import lenet_300_100
 
     keras.utils.set_random_seed(seed)

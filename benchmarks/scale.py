@@ -87,7 +87,7 @@ def child(name: str, mode: str, rounds: int, steps: int) -> dict:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery import checkpoint
+    from keras_lottery.records import checkpoint
 
     model, x, y = build(name)
     params = sum(math.prod(v.shape) for v in model.weights)
@@ -116,7 +116,7 @@ def child(name: str, mode: str, rounds: int, steps: int) -> dict:
     run_dir = tempfile.mkdtemp(prefix="scale-") if mode == "run_dir" else None
     fit_seconds = []
     if mode == "plain":
-        from keras_lottery.data import shuffled_batches
+        from keras_lottery.data.datasets import shuffled_batches
 
         data = shuffled_batches(x, y, BATCH, 0)
         for _ in range(rounds + 1):

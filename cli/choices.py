@@ -3,7 +3,7 @@
 ``--help`` must be instant.  The search options (their defaults, choices and
 help) come from ``keras_lottery_options``, which imports only the standard
 library; the run options around them (model, dataset, ...) and the model and
-export names mirror :mod:`keras_lottery.runs`, :mod:`keras_lottery.zoo` and
+export names mirror :mod:`keras_lottery.runs.directory`, :mod:`keras_lottery.zoo` and
 :mod:`keras_lottery.export`, and a test checks that they are equal.
 """
 
@@ -20,7 +20,7 @@ from keras_lottery_options import (
     run_defaults,
 )
 
-#: Every key of a run configuration and its default (:data:`keras_lottery.runs.DEFAULTS`).
+#: Every key of a run configuration and its default (:data:`keras_lottery.runs.directory.DEFAULTS`).
 DEFAULTS: dict[str, Any] = {
     "model": "lenet_300_100",
     "dataset": "mnist-5k",

@@ -22,10 +22,10 @@ def one_line(error: BaseException) -> str:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a bad run directory, not a bug."""
     from keras_lottery.callbacks import DivergenceError
-    from keras_lottery.checkpoint import CorruptCheckpointError, RunDirInUseError
-    from keras_lottery.convert import NotPrunableError
     from keras_lottery.extras import MissingExtraError
-    from keras_lottery.runs import RunError
+    from keras_lottery.masks.convert import NotPrunableError
+    from keras_lottery.records.checkpoint import CorruptCheckpointError, RunDirInUseError
+    from keras_lottery.runs.directory import RunError
 
     return (
         ValueError,

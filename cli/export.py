@@ -51,7 +51,7 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact)
     test data; tflite-int8-full calibrates on the run's training images.
     """
     with user_errors():
-        from keras_lottery import runs
+        from keras_lottery.runs import directory as runs
 
         report = runs.export_run(
             run_dir,

@@ -93,7 +93,7 @@ def search_option(name: str, spec: Spec):
     return click.option(_flag(name), type=kind, help=spec.help, **shown)
 
 
-#: The run options of ``find`` (one per key of :data:`keras_lottery.runs.DEFAULTS`).
+#: The run options of ``find`` (one per key of :data:`keras_lottery.runs.directory.DEFAULTS`).
 RUN_OPTIONS = [
     click.option(
         "--model",
@@ -172,7 +172,7 @@ def apply(options):
 
 def done_line(run_dir: Path) -> str:
     """``<run>/ticket.keras: 32.9% of weights remain, test accuracy ...`` from ``DONE``."""
-    from keras_lottery import runs
+    from keras_lottery.runs import directory as runs
 
     s = runs.done_summary(run_dir) or {}
     pct, acc, es = (
@@ -198,7 +198,7 @@ def execute(
     tensorboard: str | None = None,
 ) -> None:
     """Run or resume ``config`` in ``run_dir`` with progress output; no-op if done."""
-    from keras_lottery import runs
+    from keras_lottery.runs import directory as runs
 
     from .progress import RoundProgress, RoundTensorBoard, write_jsonl
 
@@ -259,7 +259,7 @@ def find(runs_root, quiet, log_jsonl, tensorboard, **options):
     """
     check_jsonl_target(log_jsonl)
     with user_errors():
-        from keras_lottery import runs
+        from keras_lottery.runs import directory as runs
 
         try:
             config = runs.normalize_config(options_to_config(options))
@@ -276,7 +276,7 @@ def resume(run_dir, quiet, log_jsonl, tensorboard):
     """Continue RUN_DIR after its last finished round (reads its config.json)."""
     check_jsonl_target(log_jsonl)
     with user_errors():
-        from keras_lottery import runs
+        from keras_lottery.runs import directory as runs
 
         config = runs.load_config(run_dir)
         execute(config, run_dir, quiet, log_jsonl, tensorboard)

@@ -12,7 +12,7 @@ from .errors import user_errors
 def list_runs(paths):
     """List runs in PATHS (runs roots or run directories; default: runs/)."""
     with user_errors():
-        from keras_lottery import runs
+        from keras_lottery.runs import directory as runs
 
         dirs = runs.list_runs(paths or ["runs"])
         for d in dirs:

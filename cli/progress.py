@@ -14,8 +14,8 @@ from typing import Any
 import keras
 
 from keras_lottery import sparsity
-from keras_lottery.files import json_safe
-from keras_lottery.record import LotteryRecord
+from keras_lottery.records.files import json_safe
+from keras_lottery.records.record import LotteryRecord
 
 
 def _clock(seconds: float | None) -> str:

@@ -39,7 +39,7 @@ def report(paths, out, csv_path, json_path, group_by):
     remaining, as mean [min, max] over seeds.
     """
     with user_errors():
-        from keras_lottery import report as lib
+        from keras_lottery.runs import report as lib
 
         def skip(run_dir, error):
             click.echo(f"Warning: skipping {run_dir}: {error}", err=True)

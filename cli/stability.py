@@ -72,7 +72,7 @@ def stability(model, dataset, data_dir, rewind_to, steps, batch_size, points, th
     """
     with user_errors():
         import keras_lottery as kl
-        from keras_lottery.files import atomic_write
+        from keras_lottery.records.files import atomic_write
 
         data = kl.load_dataset(dataset, data_dir=data_dir)
         net = kl.zoo.get_model(model, data.x_train.shape[1:], data.num_classes, seed=seed)

@@ -13,7 +13,7 @@ from .find import execute
 
 def sweep_job(run_dir: Path, quiet: bool = True, log_jsonl: str | None = None) -> None:
     """One job of a sweep: ``keras-lottery resume RUN_DIR`` with its progress output."""
-    from keras_lottery import runs
+    from keras_lottery.runs import directory as runs
 
     with user_errors():
         execute(runs.load_config(run_dir), run_dir, quiet=quiet, log_jsonl=log_jsonl)
@@ -95,8 +95,10 @@ def sweep(
     values, and the jobs are their cartesian product.  With --ray the runs root
     must be a path every node shares; an interrupted sweep resumes when run again.
     """
-    from keras_lottery import executors  # imports Keras and its backend: not at start-up
-    from keras_lottery.sweep import load_sweep
+    from keras_lottery.runs.directory import (
+        executors,
+    )  # imports Keras and its backend: not at start-up
+    from keras_lottery.runs.sweep import load_sweep
 
     with user_errors():
         plan = load_sweep(spec)

@@ -8,9 +8,10 @@
   A link to a file that is neither a page nor an added file is left alone, and
   ``mkdocs build --strict`` then fails on it.
 * Sphinx roles in docstrings (``:func:`export` ``) are shown as plain code.
-* Every public module ``keras_lottery/<name>.py`` gets a page ``api/<name>.md``
-  holding ``::: keras_lottery.<name>``, added to the nav under "API reference":
-  a new module appears without editing any page.
+* Every public module ``keras_lottery/<name>.py`` and ``keras_lottery/<pkg>/<name>.py``
+  gets a page ``api/<dotted name>.md`` holding ``::: keras_lottery.<dotted name>``, added
+  to the nav under "API reference" (a package's page holds its docstring): a new module
+  appears without editing any page.
 """
 
 from __future__ import annotations
@@ -39,10 +40,35 @@ _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 
 def public_modules() -> list[str]:
-    """Names of the package's public modules (files or sub-packages not starting with '_')."""
-    files = [p.stem for p in (ROOT / PACKAGE).glob("*.py")]
-    packages = [p.parent.name for p in (ROOT / PACKAGE).glob("*/__init__.py")]
-    return sorted(m for m in files + packages if not m.startswith("_"))
+    """Dotted names of the package's public modules and sub-packages, and their modules."""
+    names = [p.stem for p in (ROOT / PACKAGE).glob("*.py")]
+    for init in (ROOT / PACKAGE).glob("*/__init__.py"):
+        package = init.parent.name
+        names.append(package)
+        names += [f"{package}.{p.stem}" for p in init.parent.glob("*.py") if p.stem != "__init__"]
+    return sorted(m for m in names if not any(part.startswith("_") for part in m.split(".")))
+
+
+def is_package(module: str) -> bool:
+    return (ROOT / PACKAGE / module.replace(".", "/") / "__init__.py").exists()
+
+
+def _defines_objects(module: str) -> bool:
+    """Whether a module's file defines a function or class (a package may only re-export)."""
+    tree = ast.parse(_source(module).read_text(encoding="utf-8"))
+    return any(isinstance(n, ast.FunctionDef | ast.ClassDef) for n in tree.body)
+
+
+def _defining(module: str, name: str) -> str:
+    """The module that defines ``name``, following a package's re-export of it."""
+    if not is_package(module):
+        return module
+    init = ast.parse(_source(module).read_text(encoding="utf-8"))
+    for node in init.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE):
+            if any((alias.asname or alias.name) == name for alias in node.names):
+                return _defining(node.module.split(".", 1)[1], name)
+    return module
 
 
 def _first_line(doc: str | None) -> str:
@@ -92,7 +118,7 @@ def api_overview() -> str:
                 if node.module == PACKAGE:  # from keras_lottery import zoo
                     origin[alias.asname or alias.name] = (alias.name, None)
                 else:
-                    module = node.module.split(".", 1)[1]
+                    module = _defining(node.module.split(".", 1)[1], alias.name)
                     origin[alias.asname or alias.name] = (module, alias.name)
         elif isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
@@ -114,10 +140,11 @@ API_INTRO = """# API reference
 
 Generated from the docstrings. `import keras_lottery` gives the names below (its
 `__all__`), and `keras_lottery.__version__`; each links to its module's page. The modules in
-the menu hold the rest: `keras_lottery.runs` and `keras_lottery.report` are the Python side
-of the command line, `keras_lottery.sweep` reads sweep specs, `keras_lottery.schedules` and
-`keras_lottery.tfmot_compat` are the TFMOT integration, `keras_lottery.zoo` has the paper's
-models.
+the menu hold the rest, one package per floor of the library: `keras_lottery.search` (ways
+to a ticket and the search's steps), `keras_lottery.masks`, `keras_lottery.criteria`,
+`keras_lottery.compact`, `keras_lottery.records`, `keras_lottery.export`,
+`keras_lottery.runs` (the Python side of the command line), `keras_lottery.data` and
+`keras_lottery.tfmot`; `keras_lottery.zoo` has the paper's models.
 
 """
 
@@ -148,6 +175,8 @@ def on_files(files: Files, config) -> Files:
     files.append(File.generated(config, "api/index.md", content=api_overview()))
     for m in public_modules():
         content = f"# `{PACKAGE}.{m}`\n\n::: {PACKAGE}.{m}\n"
+        if is_package(m) and not _defines_objects(m):  # its modules have pages of their own
+            content += "    options:\n      members: false\n"
         files.append(File.generated(config, f"api/{m}.md", content=content))
     return files
 

@@ -5,7 +5,7 @@
 
 The model is built untrained (weights=None): θ0 is its fresh initialisation.  Every
 convolution, depthwise convolution and dense kernel is pruned; the coverage table
-(keras_lottery.coverage) says which weights are and why the others are not.
+(keras_lottery.masks.coverage) says which weights are and why the others are not.
 """
 
 from __future__ import annotations

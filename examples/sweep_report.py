@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from keras_lottery import report, runs, sweep
+from keras_lottery.runs import directory as runs
+from keras_lottery.runs import report, sweep
 
 SPEC = {
     "base": {"model": "lenet_300_100", "rounds": 4, "epochs": 2, "train_size": 2000},

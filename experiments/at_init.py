@@ -19,7 +19,7 @@ import json
 from common import RESULTS, Timer, kl, lenet, mnist_splits
 
 from keras_lottery.callbacks import EvaluationCurve, Evaluator
-from keras_lottery.data import numpy_batches
+from keras_lottery.data.datasets import numpy_batches
 
 METHODS = ("snip", "grasp", "synflow", "magnitude", "random")
 SPARSITIES = (0.8, 0.95, 0.986, 0.995)

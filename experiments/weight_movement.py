@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 from common import RUNS, kl, save_json
 
-from keras_lottery.record import LotteryRecord
+from keras_lottery.records.record import LotteryRecord
 
 
 def movement(theta0, trained, mask) -> dict:

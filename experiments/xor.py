@@ -19,7 +19,7 @@ import json
 
 from common import RESULTS, Timer, keras, kl, np, pin_threads, save_json, tf
 
-from keras_lottery.pruning import UNIT_CRITERIA
+from keras_lottery.criteria.magnitude import UNIT_CRITERIA
 from keras_lottery.zoo import xor
 
 X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32")

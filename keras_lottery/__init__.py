@@ -16,29 +16,29 @@ from keras_lottery.analysis import (
     stable_rewind_point,
     weight_movement,
 )
-from keras_lottery.at_init import prune_at_init
 from keras_lottery.compact import (
     CompactionError,
     CompactionReport,
     compact,
     effective_sparsity,
 )
-from keras_lottery.convert import (
+from keras_lottery.criteria import EarlyBird
+from keras_lottery.data import Dataset, load_dataset
+from keras_lottery.export import ExportReport, export
+from keras_lottery.masks import (
+    Coverage,
+    MaskedModel,
     NotPrunableError,
+    PrunableWeight,
     apply_masks,
     make_prunable,
     prunable_weights,
     sparsity,
     strip,
 )
-from keras_lottery.coverage import Coverage
-from keras_lottery.data import Dataset, load_dataset
-from keras_lottery.early_bird import EarlyBird
-from keras_lottery.export import ExportReport, export
-from keras_lottery.masked_model import MaskedModel, PrunableWeight
 from keras_lottery.options import STRATEGIES, Pruning, Reset, Training
-from keras_lottery.record import LotteryRecord, RoundRecord
-from keras_lottery.search import find_ticket
+from keras_lottery.records import LotteryRecord, RoundRecord
+from keras_lottery.search import find_ticket, prune_at_init
 
 __version__ = importlib.metadata.version("keras-lottery")
 

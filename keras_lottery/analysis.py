@@ -21,10 +21,10 @@ import keras
 import numpy as np
 
 from keras_lottery.callbacks import Evaluator
-from keras_lottery.compact import effective_sparsity_or_none
-from keras_lottery.coverage import Coverage, discover
-from keras_lottery.data import Dataset, array_batches
-from keras_lottery.masked_model import MaskedModel
+from keras_lottery.compact.compaction import effective_sparsity_or_none
+from keras_lottery.data.datasets import Dataset, array_batches
+from keras_lottery.masks.coverage import Coverage, discover
+from keras_lottery.masks.masked_model import MaskedModel
 from keras_lottery.seeding import set_random_seed
 
 

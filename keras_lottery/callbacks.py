@@ -206,7 +206,7 @@ def chance_accuracy(model: keras.Model) -> float:
 def check_divergence(rounds: list, chance: float) -> None:
     """Raise :class:`DivergenceError` if the last round ended at chance while round 0 learned.
 
-    ``rounds`` are :class:`~keras_lottery.record.RoundRecord` s; the training
+    ``rounds`` are :class:`~keras_lottery.records.record.RoundRecord` s; the training
     accuracy decides ("at chance": below 1.5x chance; "learned": above 2x
     chance, or above chance + 0.25 for binary tasks).
     """

@@ -45,7 +45,7 @@ def set_random_seed(seed: int, *, tensorflow: bool = True) -> None:
         torch.manual_seed(seed)
 
 
-def _seed_round(seed: int) -> None:
+def seed_round(seed: int) -> None:
     """Seed Python, NumPy, Keras's random generator and the backend for one round.
 
     TensorFlow's global seed (set once per search) stays as it is: setting it

@@ -12,7 +12,7 @@ the steps of the paper's algorithm they control:
 Every field is declared once, with its default, its type and range or choices
 and a one-line help text (its :class:`Spec`), and checked once, when the
 object is made.  The run configuration's defaults and checks
-(:mod:`keras_lottery.runs`) and the options of ``keras-lottery find`` are
+(:mod:`keras_lottery.runs.directory`) and the options of ``keras-lottery find`` are
 derived from these declarations.  This package imports nothing but the
 standard library, so the command line's ``--help`` stays instant; use it as
 ``keras_lottery.Pruning`` (or ``keras_lottery.options``).

@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_lottery as kl  # noqa: E402
-from keras_lottery import runs  # noqa: E402
+from keras_lottery.runs import directory as runs  # noqa: E402
 
 DATA = kl.load_dataset("mnist-5k").subset(300, 100)
 BASE = dict(steps=20, rounds=2, seed=1, batch_size=30, verbose=0)

@@ -127,7 +127,7 @@ def test_what_needs_tensorflow_names_the_extra_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(MissingExtraError, match="TFDS dataset 'cifar10' needs tensorflow_datasets"):
         kl.load_dataset("cifar10")
-    for module in ("keras_lottery.tfmot_compat", "keras_lottery.schedules"):
+    for module in ("keras_lottery.tfmot.compat", "keras_lottery.tfmot.schedules"):
         with pytest.raises(MissingExtraError, match=EXTRA):
             importlib.import_module(module)
     with pytest.raises(MissingExtraError, match=EXTRA):

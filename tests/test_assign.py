@@ -1,4 +1,4 @@
-"""keras_lottery.assign: one-dispatch assignment and shared fill tensors stay exact."""
+"""keras_lottery.masks.assign: one-dispatch assignment and shared fill tensors stay exact."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lottery.assign import SHARED_BYTES, Fills, assign
+from keras_lottery.masks.assign import SHARED_BYTES, Fills, assign
 
 pytestmark = pytest.mark.backends
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import at_init, gradients, pruning
+from keras_lottery.criteria import gradients, magnitude
+from keras_lottery.search import at_init
 
 METHODS = at_init.METHODS
 
@@ -52,7 +53,7 @@ def test_global_sparsity_and_theta0(method):
     ticket = kl.prune_at_init(model, data(), sparsity=0.9, method=method, iterations=5)
     assert isinstance(ticket, kl.MaskedModel)
     sizes = {w.name: int(np.prod(w.kernel.shape)) for w in ticket.prunable_weights()}
-    assert sum(kept(ticket)) == pruning.keep_count(sum(sizes.values()), 0.9, 1)
+    assert sum(kept(ticket)) == magnitude.keep_count(sum(sizes.values()), 0.9, 1)
     assert ticket.at_init["remaining"] == pytest.approx(sum(kept(ticket)) / sum(sizes.values()))
     pruned_vars = {id(w.kernel): np.asarray(w.mask) for w in ticket.prunable_weights()}
     assert len(pruned_vars) == 3  # the three kernels: biases and the norm are not pruned
@@ -74,13 +75,13 @@ def test_layerwise_counts_with_the_output_rule(method):
     for w, n in zip(ticket.prunable_weights(), kept(ticket)):
         size = int(np.prod(w.kernel.shape))
         rate = 0.4 if w.is_output else 0.8  # the output layer at half the rate
-        assert n == pruning.keep_count(size, rate, 1), w.name
+        assert n == magnitude.keep_count(size, rate, 1), w.name
     out = kl.prune_at_init(
         mlp(), data(), sparsity=0.8, method=method, scope="layerwise", output_sparsity=0.5
     )
     w = out.prunable_weights()[-1]
     assert w.is_output
-    assert kept(out)[-1] == pruning.keep_count(int(np.prod(w.kernel.shape)), 0.5, 1)
+    assert kept(out)[-1] == magnitude.keep_count(int(np.prod(w.kernel.shape)), 0.5, 1)
 
 
 @pytest.mark.backends
@@ -256,7 +257,7 @@ def test_find_ticket_continues_from_a_pruned_at_init_model():
 @pytest.mark.backends
 def test_run_configuration_with_at_init(tmp_path):
     """``keras-lottery find --at-init snip --sparsity 0.95``: a new run id, old ones unchanged."""
-    from keras_lottery import runs
+    from keras_lottery.runs import directory as runs
 
     plain = runs.normalize_config({})
     config = runs.normalize_config({"at_init": "snip", "sparsity": "0.95"})

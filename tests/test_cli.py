@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 import keras_lottery
-from keras_lottery import runs
-from keras_lottery.checkpoint import committed_record
+from keras_lottery.records.checkpoint import committed_record
+from keras_lottery.runs import directory as runs
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -419,7 +419,7 @@ def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
 
 
 def test_report_series_one_line_per_strategy(yaml_sweep, tmp_path):
-    from keras_lottery import report
+    from keras_lottery.runs import report
 
     root, _, _ = yaml_sweep
     loaded = report.load_runs([root])

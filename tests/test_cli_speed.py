@@ -10,8 +10,8 @@ import pytest
 from test_cli import TINY, child_env, invoke
 
 import keras_lottery as kl
-from keras_lottery import runs
-from keras_lottery.checkpoint import committed_record
+from keras_lottery.records.checkpoint import committed_record
+from keras_lottery.runs import directory as runs
 from keras_lottery.zoo import lenet_300_100
 
 SHORT = [*TINY, "--rounds", "1", "--steps", "40", "--eval-every", "10", "-q"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery.compact import (
+from keras_lottery.compact.compaction import (
     CompactionError,
     compact,
     effective_sparsity,

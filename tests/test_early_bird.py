@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery.early_bird import (
+from keras_lottery.criteria.early_bird import (
     MOVING,
     SETTLED,
     TOO_SHORT,

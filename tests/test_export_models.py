@@ -14,8 +14,8 @@ import pytest
 from conftest import HAS_TENSORFLOW
 
 import keras_lottery as kl
-from keras_lottery.coverage import discover
 from keras_lottery.extras import MissingExtraError
+from keras_lottery.masks.coverage import discover
 
 RECURRENT = {"lstm_gru", "bidirectional"}
 # Weights that TFLite uses through ops other than matmul / conv / gather (a

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery.gradual import GradualPruning
+from keras_lottery.criteria.gradual import GradualPruning
 
 
 def _data(n=256, seed=0):

@@ -15,7 +15,7 @@ import pytest
 from matrix import MODELS, SLOW, build
 
 import keras_lottery as kl
-from keras_lottery.pruning import keep_count
+from keras_lottery.criteria.magnitude import keep_count
 
 RATE = 0.5
 OPTS = dict(rounds=2, rate=RATE, steps=3, batch_size=8, seed=0, verbose=0)

@@ -126,7 +126,7 @@ def test_only_the_chief_writes_its_run_directory(workers):
 def test_is_chief_follows_tensorflows_convention():
     from types import SimpleNamespace
 
-    from keras_lottery.distributed import is_chief
+    from keras_lottery.data.distributed import is_chief
 
     def strategy(task_type, task_id, cluster):
         spec = SimpleNamespace(as_dict=lambda: cluster)
@@ -152,11 +152,11 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_non_chief_resumes_from_the_run_directory_and_never_writes(tmp_path, monkeypatch):
-    import keras_lottery.search
+    import keras_lottery.search.loop.loop
 
     chief = search(tmp_path / "run")
     before = _files(tmp_path / "run")
-    monkeypatch.setattr(keras_lottery.search, "is_chief", lambda: False)
+    monkeypatch.setattr(keras_lottery.search.loop, "is_chief", lambda: False)
     resumed = search(tmp_path / "run")  # every round is checkpointed: nothing to train
     assert round_masks(resumed) == round_masks(chief)
     assert _files(tmp_path / "run") == before
@@ -169,7 +169,7 @@ def _worker(run_dir: str) -> dict:  # pragma: no cover - runs in the subprocesse
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    from keras_lottery.distributed import is_chief, patch_keras_multi_worker
+    from keras_lottery.data.distributed import is_chief, patch_keras_multi_worker
 
     patch_keras_multi_worker()
     with strategy.scope():

@@ -15,8 +15,9 @@ import pytest
 from test_cli import child_env, invoke
 
 import keras_lottery as kl
-from keras_lottery import options, runs
-from keras_lottery.search import find_ticket
+from keras_lottery import options
+from keras_lottery.runs import directory as runs
+from keras_lottery.search.loop import find_ticket
 
 
 def test_option_defaults_are_the_run_defaults():

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keras_lottery import executors, runs
-from keras_lottery.executors import ExecutorError, LocalProcesses, RayCluster, run_sweep
-from keras_lottery.sweep import SpecError, load_sweep
+from keras_lottery.runs import directory as runs
+from keras_lottery.runs import executors
+from keras_lottery.runs.executors import ExecutorError, LocalProcesses, RayCluster, run_sweep
+from keras_lottery.runs.sweep import SpecError, load_sweep
 
 TINY = {"train_size": 200, "test_size": 100, "steps": 20, "eval_every": 10, "rounds": 2}
 

@@ -23,10 +23,11 @@ import tensorflow as tf
 from test_cli import child_env, invoke
 
 import keras_lottery as kl
-from keras_lottery import files, runs
 from keras_lottery.callbacks import DivergenceError
-from keras_lottery.checkpoint import FingerprintMismatchError, RunDirInUseError
-from keras_lottery.sweep import SpecError, load_sweep
+from keras_lottery.records import files
+from keras_lottery.records.checkpoint import FingerprintMismatchError, RunDirInUseError
+from keras_lottery.runs import directory as runs
+from keras_lottery.runs.sweep import SpecError, load_sweep
 
 TINY = ["--train-size", "200", "--test-size", "50", "--steps", "3", "--rounds", "2"]
 
@@ -67,7 +68,9 @@ CRASH_CHILD = textwrap.dedent(
     import keras
     import numpy as np
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-    from keras_lottery import checkpoint, files, runs
+    from keras_lottery.records import checkpoint
+    from keras_lottery.records import files
+    from keras_lottery.runs import directory as runs
     from keras_lottery_cli.main import cli
 
     root, mode = Path(sys.argv[1]), sys.argv[3]
@@ -341,7 +344,7 @@ def test_a_diverging_search_is_marked_failed_and_never_done(tmp_path):
 
 def test_check_divergence_needs_a_dense_net_that_learned():
     from keras_lottery.callbacks import check_divergence
-    from keras_lottery.record import RoundRecord
+    from keras_lottery.records.record import RoundRecord
 
     def rd(r, acc):
         return RoundRecord(round=r, sparsity=0.0, layer_sparsity={}, train_accuracy=acc)
@@ -404,9 +407,11 @@ def test_cli_choices_mirror_the_library():
     from keras_lottery_cli.export import export as export_command
     from keras_lottery_cli.find import find as find_command
 
-    from keras_lottery import pruning, search, zoo
-    from keras_lottery.data import DEFAULT_DATASET
+    from keras_lottery import zoo
+    from keras_lottery.criteria import magnitude
+    from keras_lottery.data.datasets import DEFAULT_DATASET
     from keras_lottery.export import FORMATS
+    from keras_lottery.search import loop as search
 
     assert choices.DEFAULTS == runs.DEFAULTS
     assert choices.DEFAULTS["dataset"] == DEFAULT_DATASET
@@ -414,7 +419,7 @@ def test_cli_choices_mirror_the_library():
     assert choices.STRATEGIES == search.STRATEGIES
     assert choices.SCOPES == search.SCOPES
     assert choices.GRANULARITIES == search.GRANULARITIES
-    assert choices.UNIT_CRITERIA == pruning.FILTER_CRITERIA
+    assert choices.UNIT_CRITERIA == magnitude.FILTER_CRITERIA
     assert choices.EXPORT_FORMATS == tuple(FORMATS)
     # and the commands use them: find's choices and defaults, export's formats
     params = {p.name: p for p in find_command.params}
@@ -422,7 +427,7 @@ def test_cli_choices_mirror_the_library():
         ("strategy", search.STRATEGIES),
         ("scope", search.SCOPES),
         ("granularity", search.GRANULARITIES),
-        ("unit_criterion", pruning.FILTER_CRITERIA),
+        ("unit_criterion", magnitude.FILTER_CRITERIA),
     ]:
         assert tuple(params[name].type.choices) == allowed, name
     defaults = {

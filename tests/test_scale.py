@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import checkpoint, memory, pruning
-from keras_lottery.bitmasks import PackedMasks
-from keras_lottery.reset import _OptimizerStart
-from keras_lottery.seeding import _seed_round
+from keras_lottery.criteria import magnitude
+from keras_lottery.masks.bitmasks import PackedMasks
+from keras_lottery.records import checkpoint
+from keras_lottery.search import memory
+from keras_lottery.search.reset import OptimizerStart
+from keras_lottery.seeding import seed_round
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _bench  # noqa: E402  (the benchmarks' memory reader)
@@ -169,7 +171,7 @@ def test_packed_masks_round_trip():
 def test_a_fresh_optimizer_state_is_not_copied():
     model = mlp()
     model.optimizer.build(model.trainable_variables)
-    start = _OptimizerStart(model.optimizer)
+    start = OptimizerStart(model.optimizer)
     assert start.stored == {}  # zero moments, counter and learning rate: re-created
     for var in model.optimizer.variables:
         var.assign(np.full(var.shape, 0.5, dtype=var.dtype))
@@ -183,7 +185,7 @@ def test_a_fresh_optimizer_state_is_not_copied():
             model.optimizer.variables[2].shape
         )
     )
-    assert list(_OptimizerStart(model.optimizer).stored) == ["2"]
+    assert list(OptimizerStart(model.optimizer).stored) == ["2"]
 
 
 def test_partial_selection_keeps_what_a_stable_sort_keeps():
@@ -196,7 +198,7 @@ def test_partial_selection_keeps_what_a_stable_sort_keeps():
         order = np.argsort(-np.where(alive, scores, -np.inf), kind="stable")
         expected = np.zeros(n, bool)
         expected[order[: min(k, int(alive.sum()))]] = True
-        np.testing.assert_array_equal(pruning.top_k(scores, alive, k), expected)
+        np.testing.assert_array_equal(magnitude.top_k(scores, alive, k), expected)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's caches")
@@ -224,7 +226,7 @@ def test_seed_round_draws_like_keras_set_random_seed():
     expected = draws()
     keras.utils.set_random_seed(99)
     draws()
-    _seed_round(11)
+    seed_round(11)
     assert draws() == expected
 
 

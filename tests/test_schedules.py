@@ -13,7 +13,7 @@ import tensorflow as tf
 from test_gradual import _data, _model
 
 import keras_lottery as kl
-from keras_lottery import schedules
+from keras_lottery.tfmot import schedules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,7 @@ def _run(code: str, env_extra: dict[str, str] | None = None) -> str:
 
 # tf.keras is *not* touched before the schedules are used: that is the risky case.
 _LAZY = (
-    "import os, sys, tensorflow as tf, keras_lottery, keras_lottery.schedules as S\n"
+    "import os, sys, tensorflow as tf, keras_lottery, keras_lottery.tfmot.schedules as S\n"
     "assert 'tensorflow_model_optimization' not in sys.modules, 'imported eagerly'\n"
     "before = os.environ.get('TF_USE_LEGACY_KERAS')\n"
     "s = S.IterativeSchedule(0.2, 2, 5)\n"

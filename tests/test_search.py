@@ -10,7 +10,7 @@ import pytest
 from conftest import lenet
 
 import keras_lottery as kl
-from keras_lottery.pruning import keep_count, magnitude_layerwise
+from keras_lottery.criteria.magnitude import keep_count, magnitude_layerwise
 
 FAST = dict(epochs=1, batch_size=60, validation_split=0.1, verbose=0)
 
@@ -250,7 +250,7 @@ def test_arrays_become_one_stream_for_the_whole_search(small, monkeypatch):
     (A stream built per round kept one copy of the training set alive per round
     until Python's cyclic GC ran: +190 MB per round on full MNIST.)
     """
-    from keras_lottery import data
+    from keras_lottery.data import datasets as data
 
     built = []
     real = data.shuffled_batches
@@ -273,7 +273,7 @@ def test_batch_order_is_numpys_and_the_same_on_every_backend():
     versions); CI checks them in a TensorFlow, a JAX-only and a PyTorch-only
     environment, so one seed gives one order of batches everywhere.
     """
-    from keras_lottery.data import numpy_batches, pass_order
+    from keras_lottery.data.datasets import numpy_batches, pass_order
 
     assert pass_order(10, seed=0, epoch=0).tolist() == [3, 2, 1, 8, 6, 0, 7, 4, 5, 9]
     assert pass_order(10, seed=0, epoch=1).tolist() == [7, 4, 5, 1, 9, 8, 6, 2, 0, 3]
@@ -292,7 +292,7 @@ def test_batch_order_is_numpys_and_the_same_on_every_backend():
 def test_tf_data_stream_yields_the_numpy_batches():
     """On TensorFlow the search reads a tf.data stream: the same batches, in the same order."""
     pytest.importorskip("tensorflow")
-    from keras_lottery.data import numpy_batches, shuffled_batches
+    from keras_lottery.data.datasets import numpy_batches, shuffled_batches
 
     rng = np.random.default_rng(0)
     x = {"a": rng.random((25, 3), dtype="float32"), "b": rng.random((25, 2), dtype="float32")}

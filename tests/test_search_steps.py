@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import checks, masking, reset, resume, search_options, training
 from keras_lottery.options import UNSET
+from keras_lottery.search import checks, masking, reset, resume, training
+from keras_lottery.search import options as search_options
 
 pytestmark = pytest.mark.backends
 
@@ -41,27 +42,27 @@ def search_args(**given) -> dict:
 
 
 def test_search_options_gather_the_groups_and_make_the_config():
-    opts = search_options._Search.of(search_args(rounds=3, rate=0.5, strategy="reinit"))
+    opts = search_options.SearchOptions.of(search_args(rounds=3, rate=0.5, strategy="reinit"))
     assert (opts.pruning.rounds, opts.pruning.rate, opts.reset.strategy) == (3, 0.5, "reinit")
     assert list(opts.config) == list(search_options._CONFIG_KEYS)
     assert opts.rate == 0.5
-    assert search_options._Search.of(search_args(target_sparsity=0.75, rounds=2)).rate == 0.5
+    assert search_options.SearchOptions.of(search_args(target_sparsity=0.75, rounds=2)).rate == 0.5
     with pytest.raises(ValueError, match="gradual pruning happens inside the first round"):
-        search_options._Search.of(search_args(gradual=object(), rounds=2))
+        search_options.SearchOptions.of(search_args(gradual=object(), rounds=2))
     assert search_args()["rounds"] is UNSET
 
 
 def test_checks_split_the_data_and_refuse_labels_out_of_range():
     x, y = np.zeros((10, 6), "float32"), np.arange(10) % 3
-    (train, validation, test) = checks._resolve_data((x, y), None, 0.2, None, None)
+    (train, validation, test) = checks.resolve_data((x, y), None, 0.2, None, None)
     assert len(train[0]) == 8 and len(validation[0]) == 2 and test is None
     ticket = kl.make_prunable(mlp())
     ticket.compile_from_config(mlp().get_compile_config())
-    checks._check_data(ticket, (x, y), "training data")
+    checks.check_data(ticket, (x, y), "training data")
     with pytest.raises(ValueError, match=r"labels range over \[0, 5\]"):
-        checks._check_data(ticket, (x, np.arange(10) % 6), "training data")
+        checks.check_data(ticket, (x, np.arange(10) % 6), "training data")
     with pytest.raises(ValueError, match="is not compiled"):
-        checks._check_compiled(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+        checks.check_compiled(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
 
 
 def test_training_chunks_steps_by_eval_every():
@@ -72,13 +73,13 @@ def test_training_chunks_steps_by_eval_every():
     plan = training._Training.create((x, y), steps=None, eval_every=None, fit_kwargs={}, **every)
     assert (plan.steps_per_epoch, plan.epochs, plan.total_steps) == (4, 1, 4)
     with pytest.raises(ValueError, match="beyond the training length"):
-        training._check_rewind_point(kl.Reset(rewind_to=25), plan)
+        training.check_rewind_point(kl.Reset(rewind_to=25), plan)
 
 
 def test_masking_prunes_the_smallest_weights_at_each_layers_rate():
     ticket = kl.make_prunable(mlp())
     weights = ticket.prunable_weights()
-    rates = masking._layer_rates(ticket, 0.5, None, None, "layerwise")
+    rates = masking.rates_per_layer(ticket, 0.5, None, None, "layerwise")
     assert rates == {"net/h/kernel": 0.5, "net/out/kernel": 0.25}
     masks = masking._next_masks(weights, rates, 1, "layerwise", "rewind", "weight", "l1", None)
     for w in weights:
@@ -97,25 +98,28 @@ def test_reset_rewinds_the_weights_and_reseeds_the_initializers():
     theta0 = [np.array(v) for v in state]
     for var in state:
         var.assign(np.ones(var.shape, var.dtype))
-    reset._reset(ticket, state, "rewind", theta0, None, 1)
+    reset.reset_survivors(ticket, state, "rewind", theta0, None, 1)
     for var, value in zip(state, theta0):
         np.testing.assert_array_equal(np.asarray(var), value)
-    reseeded = reset._reseeded({"a": {"seed": 1}, "b": [{"seed": None}, {"seed": "x"}]}, 10)
+    reseeded = reset.reseeded({"a": {"seed": 1}, "b": [{"seed": None}, {"seed": "x"}]}, 10)
     assert reseeded == {"a": {"seed": 11}, "b": [{"seed": 12}, {"seed": "x"}]}
 
 
 def test_resume_stores_theta0_once_and_a_rewind_point_that_differs():
     start = type("Start", (), {"stored": {"0": np.ones(2)}})()
     theta0, theta_k = [np.zeros(2)], [np.ones(2)]
-    state = resume._stored_state(["w"], theta0, theta0, start)
+    state = resume.stored_state(["w"], theta0, theta0, start)
     assert set(state) == {"optimizer0", "theta0"}
-    state = resume._stored_state(["w"], None, theta_k, start)
+    state = resume.stored_state(["w"], None, theta_k, start)
     assert set(state) == {"optimizer0", "rewind"} and state["rewind"]["w"] is theta_k[0]
 
 
-def test_coverage_keeps_its_old_import_path_with_a_deprecation_warning():
+def test_coverage_module_holds_only_the_table():
+    """The 0.2 shim ``keras_lottery.coverage.coverage`` is gone (it imported analysis
+    through importlib, a cycle import-linter could not see): the function is
+    ``keras_lottery.coverage`` and the module holds the table it builds."""
     import keras_lottery as kl
+    from keras_lottery.masks import coverage as module
 
-    with pytest.warns(DeprecationWarning, match="keras_lottery.analysis.coverage"):
-        from keras_lottery.coverage import coverage
-    assert coverage is kl.coverage
+    assert not hasattr(module, "coverage") and hasattr(module, "Coverage")
+    assert kl.coverage.__module__ == "keras_lottery.analysis"

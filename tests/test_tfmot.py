@@ -66,8 +66,9 @@ def _worker() -> dict:  # pragma: no cover - runs in the subprocess
     import numpy as np
     import tf_keras as K
 
-    from keras_lottery import pruning, schedules
-    from keras_lottery import tfmot_compat as tc
+    from keras_lottery.criteria import magnitude
+    from keras_lottery.tfmot import compat as tc
+    from keras_lottery.tfmot import schedules
 
     tfmot = schedules.import_tfmot()
     sk = tfmot.sparsity.keras
@@ -135,7 +136,8 @@ def _worker() -> dict:  # pragma: no cover - runs in the subprocess
     names = list(spy.starts[0][0])
     rates = {names[0]: 0.4, names[1]: 0.2}  # the output layer at half rate
     out["counts_ok"] = all(
-        int(spy.starts[r][0][n].sum()) == pruning.keep_count(spy.starts[r][0][n].size, rates[n], r)
+        int(spy.starts[r][0][n].sum())
+        == magnitude.keep_count(spy.starts[r][0][n].size, rates[n], r)
         for r in range(3)
         for n in names
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_lottery import zoo
-from keras_lottery.convert import make_prunable, prunable_weights
+from keras_lottery.masks.convert import make_prunable, prunable_weights
 
 # name -> (input shape, classes, params, [(layer, kernel shape)])
 EXPECTED = {

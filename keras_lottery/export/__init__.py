@@ -106,7 +106,7 @@ def export(
             ``"unroll"`` rebuilds them with ``unroll=True`` (needs a fixed
             sequence length; the file runs on builtin ops in LiteRT).  A model
             with recurrent layers and ``rnn=None`` is refused with this advice.
-        compact: export :func:`keras_lottery.compact` of the model instead: units
+        compact: export :func:`keras_lottery.compact.compaction` of the model instead: units
             without surviving inputs folded into the next bias, units without
             outputs removed, so the file holds a smaller *dense* network that
             computes the same function and runs faster (chains of Dense/Conv
@@ -140,11 +140,11 @@ def export(
         raise ValueError(f"sparse must be True, False or 'auto'; got {sparse!r}.")
     if not isinstance(model, keras.Model):
         raise TypeError(f"export needs a keras.Model, got {type(model).__name__}.")
-    from keras_lottery.convert import strip
+    from keras_lottery.masks.convert import strip
 
     compaction = None
     if compact:
-        from keras_lottery.compact import compact as compact_model
+        from keras_lottery.compact.compaction import compact as compact_model
 
         model, compaction = compact_model(model)
     stripped = strip(model)

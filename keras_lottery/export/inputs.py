@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery.data import Dataset
+from keras_lottery.data.datasets import Dataset
 
 VERIFY_SAMPLES = 32
 REPRESENTATIVE_SAMPLES = 256

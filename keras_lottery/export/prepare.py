@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import keras
 
-from keras_lottery.convert import strip
-from keras_lottery.coverage import layer_tree
+from keras_lottery.masks.convert import strip
+from keras_lottery.masks.coverage import layer_tree
 
 #: Values of ``export(..., rnn=...)``.
 RNN_OPTIONS = ("unroll",)

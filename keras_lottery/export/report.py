@@ -201,7 +201,7 @@ def kernel_stats(value: np.ndarray, encoding="dense", shape=None, zero=0) -> Sto
 
 def weight_matrices(model) -> list[tuple[str, np.ndarray]]:
     """``(variable path, value)`` of each weight matrix of ``model``, in weight order."""
-    from keras_lottery.coverage import discover
+    from keras_lottery.masks.coverage import discover
 
     return [(r.path, np.asarray(r.variable)) for r in discover(model) if r.is_matrix]
 

@@ -51,7 +51,7 @@ def _template_from_json(d: dict):
 
 def _modules(model) -> list[str]:
     """Modules that define the model's classes (other than Keras's own)."""
-    from keras_lottery.coverage import layer_tree
+    from keras_lottery.masks.coverage import layer_tree
 
     names = {type(layer).__module__ for layer in layer_tree(model)}
     names = {n for n in names if not (n == "keras" or n.startswith("keras."))}

@@ -3,7 +3,7 @@
 :class:`GradualPruning` is a Keras 3 callback that prunes a model made
 mask-aware by :func:`keras_lottery.make_prunable`, by magnitude, whenever a
 schedule says so: any TFMOT ``PruningSchedule``, the round schedules of
-:mod:`keras_lottery.schedules`, or a plain callable.  ``find_ticket(...,
+:mod:`keras_lottery.tfmot.schedules`, or a plain callable.  ``find_ticket(...,
 gradual=schedule)`` uses it in its first round.
 
 Steps follow TFMOT: the batch about to run is step ``iterations + 1`` (the first
@@ -19,8 +19,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery import pruning
-from keras_lottery.convert import NotPrunableError, prunable_weights
+from keras_lottery.criteria import magnitude
+from keras_lottery.masks.convert import NotPrunableError, prunable_weights
 
 Schedule = Callable[[Any], tuple[Any, Any]]
 
@@ -108,16 +108,16 @@ class GradualPruning(keras.callbacks.Callback):
 
     def prune(self, sparsity: float) -> None:
         """Prune now to ``sparsity`` (of each kernel's original size)."""
-        pruning.check_sparsity(sparsity, "sparsity")
+        magnitude.check_sparsity(sparsity, "sparsity")
         model = self._synchronised_model()
         masks = {w.name: np.array(w.mask) for w in self._weights}
         kernels = {w.name: np.array(w.kernel) for w in self._weights}
         if self.scope == "global":
             total = sum(m.size for m in masks.values())
-            new = pruning.magnitude_global(kernels, masks, _keep(total, sparsity))
+            new = magnitude.magnitude_global(kernels, masks, _keep(total, sparsity))
         else:
             keep = {n: _keep(m.size, sparsity) for n, m in masks.items()}
-            new = pruning.magnitude_layerwise(kernels, masks, keep)
+            new = magnitude.magnitude_layerwise(kernels, masks, keep)
         model.set_masks(new)  # zeros the pruned weights and their optimizer state
 
     def _synchronised_model(self):

@@ -1,6 +1,6 @@
 """Resuming a search from its run directory, and what a round stores there for that.
 
-:class:`~keras_lottery.checkpoint.RunCheckpoint` writes and reads the files;
+:class:`~keras_lottery.records.checkpoint.RunCheckpoint` writes and reads the files;
 this module says what of a search's state they hold (θ0, the rewind point θk,
 an optimizer start a fresh optimizer would not re-create) and puts a loaded
 round back into the search.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_lottery.bitmasks import PackedMasks
-from keras_lottery.checkpoint import RunCheckpoint
+from keras_lottery.masks.bitmasks import PackedMasks
+from keras_lottery.records.checkpoint import RunCheckpoint
 
 
-def _resume(checkpoint: RunCheckpoint, rng, ticket, state, optimizer0):
+def resume_run(checkpoint: RunCheckpoint, rng, ticket, state, optimizer0):
     """Load the last finished round of ``checkpoint`` into the search; ``None`` if there is none.
 
     Returns the round to start with, the record so far, the masks of that round
@@ -37,7 +37,7 @@ def _resume(checkpoint: RunCheckpoint, rng, ticket, state, optimizer0):
     return resumed.round + 1, resumed.record, next_masks, rewind
 
 
-def _stored_state(paths, theta0, rewind, optimizer0) -> dict[str, dict[str, Any]]:
+def stored_state(paths, theta0, rewind, optimizer0) -> dict[str, dict[str, Any]]:
     """What ``state.npz`` holds: θ0, θk if it differs, an optimizer start not re-creatable."""
     state: dict[str, dict[str, Any]] = {"optimizer0": optimizer0.stored}
     if theta0 is not None:

@@ -8,7 +8,7 @@ masks are recomputed from the current weights whenever its schedule says so.
 1. snapshot θ0 (every weight but TFMOT's ``mask``, ``threshold`` and
    ``pruning_step`` variables) and the optimizer's initial state;
 2. train the round with TFMOT's ``UpdatePruningStep`` callback while every
-   wrapper holds a :class:`~keras_lottery.schedules.FrozenSchedule` (TFMOT
+   wrapper holds a :class:`~keras_lottery.tfmot.schedules.FrozenSchedule` (TFMOT
    never recomputes the masks);
 3. prune once with TFMOT's own magnitude rule (``Pruning.conditional_mask_update``
    under a one-step ``ConstantSparsity``), multiplied by the old mask so no
@@ -16,7 +16,7 @@ masks are recomputed from the current weights whenever its schedule says so.
 4. rewind the survivors to θ0 and the optimizer to its initial state; repeat.
 
 TFMOT is imported only when these functions run (see
-:func:`keras_lottery.schedules.import_tfmot`).
+:func:`keras_lottery.tfmot.schedules.import_tfmot`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from keras_lottery import pruning, schedules
-from keras_lottery.convert import NotPrunableError
+from keras_lottery.criteria import magnitude
 from keras_lottery.extras import tensorflow
-from keras_lottery.record import LotteryRecord, RoundRecord
-from keras_lottery.schedules import import_tfmot
+from keras_lottery.masks.convert import NotPrunableError
+from keras_lottery.records.record import LotteryRecord, RoundRecord
+from keras_lottery.tfmot import schedules
+from keras_lottery.tfmot.schedules import import_tfmot
 
-tf = tensorflow("keras_lottery.tfmot_compat (TFMOT models)")
+tf = tensorflow("keras_lottery.tfmot.compat (TFMOT models)")
 
 
 def pruning_wrappers(model: Any) -> list[Any]:
@@ -81,7 +82,7 @@ def set_schedule(wrapper: Any, schedule: Any) -> None:
 def freeze_masks(model: Any) -> None:
     """Stop TFMOT from changing the masks of ``model`` in later training.
 
-    Every wrapper gets a :class:`~keras_lottery.schedules.FrozenSchedule`, and
+    Every wrapper gets a :class:`~keras_lottery.tfmot.schedules.FrozenSchedule`, and
     the model's cached train function is dropped, since it holds the schedule
     it was traced with.
     """
@@ -152,7 +153,7 @@ def find_ticket_tfmot(
     ``tfmot.sparsity.keras.prune_low_magnitude`` (whatever schedule they were
     given is replaced: the search decides when to prune).  It is trained in
     place, ``rounds + 1`` times (once with ``one_shot``), and returned with
-    the same :class:`~keras_lottery.record.LotteryRecord` as
+    the same :class:`~keras_lottery.records.record.LotteryRecord` as
     :func:`keras_lottery.find_ticket` as ``model.lottery``; masks are keyed by
     kernel name (``"dense/kernel"``).  The returned model keeps frozen masks,
     and ``tfmot.sparsity.keras.strip_pruning`` gives the plain sparse model.
@@ -179,7 +180,7 @@ def find_ticket_tfmot(
     if any(w.sparsity_m_by_n for w in wrappers):
         raise NotPrunableError("m-by-n sparsity is not supported: TFMOT prunes it at step 1.")
     if target_sparsity is not None:
-        rate = pruning.per_round_rate(target_sparsity, rounds)
+        rate = magnitude.per_round_rate(target_sparsity, rounds)
     names = [w.layer.name for w in wrappers]
     rates = _rates(names, rate, output_rate, layer_rates)
     n_prunes = 1 if one_shot else rounds
@@ -215,7 +216,7 @@ def find_ticket_tfmot(
             target_round = rounds if one_shot else r
             for w, name in zip(wrappers, names):
                 n = sum(int(np.prod(k.shape)) for k, _, _ in w.pruning_vars)
-                keep = pruning.keep_count(n, rates[name], target_round)
+                keep = magnitude.keep_count(n, rates[name], target_round)
                 prune_now(w, 1.0 - keep / n)
             for var, value in zip(state, theta0):
                 var.assign(value)

@@ -3,7 +3,7 @@
 >>> run_sweep("sweep.yaml", executor=LocalProcesses(jobs=4))
 >>> run_sweep("sweep.yaml", executor=RayCluster("auto", cpus_per_job=2))
 
-Every job is one run directory (:func:`keras_lottery.runs.run_dir_for`, the
+Every job is one run directory (:func:`keras_lottery.runs.directory.run_dir_for`, the
 same hashed names whatever runs it): finished jobs are skipped and unfinished
 ones resume from their last checkpointed round, whichever process or node
 picks them up.  A job is a function of its prepared run directory
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from keras_lottery import runs
-from keras_lottery.sweep import Sweep, load_sweep
+from keras_lottery.runs import directory as runs
+from keras_lottery.runs.sweep import Sweep, load_sweep
 
 #: Each job's output (and, on failure, its reason in the last line) goes here.
 LOG_FILE = "sweep.log"
@@ -254,7 +254,7 @@ class LocalProcesses:
             while queue or running:
                 while queue and len(running) < self.jobs:
                     i, item = queue.pop(0)
-                    cmd = [sys.executable, "-m", "keras_lottery.executors", str(item.run_dir)]
+                    cmd = [sys.executable, "-m", "keras_lottery.runs.executors", str(item.run_dir)]
                     with open(item.run_dir / LOG_FILE, "ab") as log:
                         proc = subprocess.Popen(
                             cmd,
@@ -509,7 +509,7 @@ def run_sweep(
     """Run every unfinished job of a sweep spec on ``executor``; skip finished ones.
 
     Args:
-        spec: a YAML/JSON sweep spec path or a loaded :class:`~keras_lottery.sweep.Sweep`.
+        spec: a YAML/JSON sweep spec path or a loaded :class:`~keras_lottery.runs.sweep.Sweep`.
         runs_root: where run directories go [the spec's ``runs_root``, else ``runs``].
         executor: :class:`LocalProcesses` (default, one job at a time in this
             process) or :class:`RayCluster`.
@@ -554,9 +554,9 @@ def run_sweep(
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m keras_lottery.executors RUN_DIR``: run the pickled job on stdin."""
+    """``python -m keras_lottery.runs.executors RUN_DIR``: run the pickled job on stdin."""
     if len(argv) != 2:
-        print("usage: python -m keras_lottery.executors RUN_DIR  (a pickled job on stdin)")
+        print("usage: python -m keras_lottery.runs.executors RUN_DIR  (a pickled job on stdin)")
         return 2
     job = pickle.loads(sys.stdin.buffer.read())
     try:

@@ -2,7 +2,7 @@
 
 A *run configuration* is a flat dict of JSON values (:data:`DEFAULTS` lists
 every key and its default): the model (a :mod:`~keras_lottery.zoo` name or a
-``.keras`` file), the dataset (see :func:`~keras_lottery.data.load_dataset`)
+``.keras`` file), the dataset (see :func:`~keras_lottery.data.datasets.load_dataset`)
 and the options of :func:`~keras_lottery.find_ticket`.  Each configuration
 lives in ``<runs_root>/<run_id>``, where the id is a short SHA-256 of the
 canonical JSON of its *non-default* settings, so the same configuration always
@@ -45,16 +45,16 @@ import numpy as np
 
 from keras_lottery import options
 from keras_lottery.callbacks import DivergenceError
-from keras_lottery.checkpoint import (
+from keras_lottery.data.datasets import DEFAULT_DATASET, Dataset, load_dataset
+from keras_lottery.records.checkpoint import (
     MANIFEST,
     CorruptCheckpointError,
     lock_run_dir,
     read_manifest,
     remove_leftovers,
 )
-from keras_lottery.data import DEFAULT_DATASET, Dataset, load_dataset
-from keras_lottery.files import atomic_save, atomic_write, file_sha256
-from keras_lottery.search import find_ticket
+from keras_lottery.records.files import atomic_save, atomic_write, file_sha256
+from keras_lottery.search.loop import find_ticket
 from keras_lottery.zoo import MODELS, get_model
 
 CONFIG_FILE = "config.json"
@@ -564,7 +564,7 @@ def run(
 
 def _pruned_at_init(model: keras.Model, data: Dataset, config: Mapping[str, Any]):
     """``model`` pruned at θ0 by the run's ``at_init`` criterion (same seed, same masks)."""
-    from keras_lottery.at_init import prune_at_init
+    from keras_lottery.search.at_init import prune_at_init
 
     return prune_at_init(
         model,

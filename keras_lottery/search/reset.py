@@ -13,45 +13,45 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery.assign import Fills, assign
-from keras_lottery.convert import NotPrunableError
-from keras_lottery.memory import release_freed
+from keras_lottery.masks.assign import Fills, assign
+from keras_lottery.masks.convert import NotPrunableError
 from keras_lottery.options import Reset
-from keras_lottery.seeding import _seed_round
+from keras_lottery.search.memory import release_freed
+from keras_lottery.seeding import seed_round
 
 #: Strategies whose next round starts from the trained weights (checkpointed each round).
-_KEEP_TRAINED = ("continue", "finetune", "lr_rewind")
+KEEP_TRAINED = ("continue", "finetune", "lr_rewind")
 
 
-def _start_round(ticket, state, rewind, optimizer0, masks, reset: Reset, seed, r) -> None:
+def start_round(ticket, state, rewind, optimizer0, masks, reset: Reset, seed, r) -> None:
     """Step 4 before round ``r``: reset the weights and the optimizer, apply ``masks``.
 
     Pruned weights, and their optimizer state unless it restarts at zeros, are
     set to exactly 0.  Each phase's per-weight temporaries are handed back to
-    the system before the next phase allocates (:mod:`keras_lottery.memory`).
+    the system before the next phase allocates (:mod:`keras_lottery.search.memory`).
     """
-    _reset(ticket, state, reset.strategy, rewind, seed, r)
+    reset_survivors(ticket, state, reset.strategy, rewind, seed, r)
     release_freed()
     optimizer0.restore(ticket.optimizer, reset.rewind_to, reset.strategy, reset.finetune_lr_scale)
     release_freed()
     ticket.set_masks(masks, optimizer_state=not optimizer0.zeros)
 
 
-def _reset(ticket, state, strategy, rewind_values, seed, r):
+def reset_survivors(ticket, state, strategy, rewind_values, seed, r):
     """Step 4: set the (non-mask) weights for the next round."""
-    if strategy in _KEEP_TRAINED:
+    if strategy in KEEP_TRAINED:
         return  # keep training the trained weights (Han et al.)
     if strategy == "reinit":
         round_seed = None if seed is None else seed + 7919 * (r + 1)
         if round_seed is not None:
-            _seed_round(round_seed)
-        rewind_values = _fresh_values(ticket.model, round_seed)
+            seed_round(round_seed)
+        rewind_values = fresh_values(ticket.model, round_seed)
         assert len(rewind_values) == len(state)
     for var, value in zip(state, rewind_values):
         assign(var, value)
 
 
-def _fresh_values(model: keras.Model, seed: int | None) -> list:
+def fresh_values(model: keras.Model, seed: int | None) -> list:
     """New initial values for every weight of ``model`` (the reinit control).
 
     The model is rebuilt from its config with reseeded initializers, which
@@ -59,7 +59,7 @@ def _fresh_values(model: keras.Model, seed: int | None) -> list:
     operations, subclassed models with ``get_config``, keras-hub).
     """
     try:
-        fresh = type(model).from_config(_reseeded(model.get_config(), seed))
+        fresh = type(model).from_config(reseeded(model.get_config(), seed))
         if not fresh.built or not fresh.weights:
             fresh.build_from_config(model.get_build_config())
     except Exception as e:
@@ -77,7 +77,7 @@ def _fresh_values(model: keras.Model, seed: int | None) -> list:
     return [v.value for v in theirs]
 
 
-def _reseeded(config: Any, seed: int | None) -> Any:
+def reseeded(config: Any, seed: int | None) -> Any:
     """``config`` with every initializer ``seed`` replaced by a new one.
 
     Initializers built with a fixed seed (as Keras applications and our zoo
@@ -100,7 +100,7 @@ def _reseeded(config: Any, seed: int | None) -> Any:
     return reseed(config)
 
 
-class _OptimizerStart:
+class OptimizerStart:
     """The optimizer's initial state, without a copy of what a fresh optimizer holds.
 
     A variable holding one value everywhere (zero moments, the iteration

@@ -13,14 +13,14 @@ import warnings
 import keras
 import numpy as np
 
-from keras_lottery import structure
-from keras_lottery.coverage import REASONS
-from keras_lottery.data import Dataset, load_dataset
+from keras_lottery.data import structure
+from keras_lottery.data.datasets import Dataset, load_dataset
 from keras_lottery.extras import is_tf_dataset
-from keras_lottery.search_options import _Search
+from keras_lottery.masks.coverage import REASONS
+from keras_lottery.search.options import SearchOptions
 
 
-def _check_compiled(model):
+def check_compiled(model):
     if not isinstance(model, keras.Model):
         raise TypeError(f"find_ticket needs a keras.Model, got {type(model).__name__}.")
     if getattr(model, "optimizer", None) is None or not model.compiled:
@@ -30,7 +30,7 @@ def _check_compiled(model):
         )
 
 
-def _check_model(ticket, opts: _Search) -> None:
+def check_model(ticket, opts: SearchOptions) -> None:
     """Refuse options the model cannot follow; say which weights stay dense."""
     _warn_dense(ticket)
     if opts.reset.strategy == "finetune" and not _constant_lr(ticket.optimizer):
@@ -57,7 +57,7 @@ def _warn_dense(ticket) -> None:
         )
 
 
-def _build(model, train) -> None:
+def build_on_data(model, train) -> None:
     """Build a subclassed model that has no variables yet by calling it on one example."""
     if not isinstance(model, keras.Model) or (model.built and model.weights):
         return
@@ -70,7 +70,7 @@ def _build(model, train) -> None:
     model(x, training=False)
 
 
-def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
+def resolve_data(data, validation_data, validation_split, test_data, data_dir):
     if data is None or isinstance(data, str):
         data = load_dataset(data or "mnist-5k", data_dir=data_dir)
     if isinstance(data, Dataset):
@@ -86,7 +86,7 @@ def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
     if not (isinstance(data, tuple | list) and len(data) == 2):
         raise TypeError(
             "data must be (x, y) arrays (x and y may be dicts/lists of arrays), a "
-            "tf.data.Dataset, a keras.utils.PyDataset, a keras_lottery.data.Dataset or a "
+            "tf.data.Dataset, a keras.utils.PyDataset, a keras_lottery.data.datasets.Dataset or a "
             f"dataset name; got {type(data).__name__}"
             + (f" of length {len(data)}" if isinstance(data, tuple | list) else "")
             + "."
@@ -103,7 +103,7 @@ def _resolve_data(data, validation_data, validation_split, test_data, data_dir):
     return (x, y), validation_data, test_data
 
 
-def _check_data(model, data, what):
+def check_data(model, data, what):
     """Validate structure, shapes, values and labels against the model (before training)."""
     if is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset):
         # Check the first batch; the stream itself is used as it is.

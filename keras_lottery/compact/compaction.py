@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_lottery.convert import sparsity
-from keras_lottery.masked_model import MaskedModel
+from keras_lottery.masks.convert import sparsity
+from keras_lottery.masks.masked_model import MaskedModel
 
 #: Activations acting on each value alone (a constant stays constant, channels stay apart).
 ELEMENTWISE = frozenset(

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_lottery.files import atomic_write, json_safe
+from keras_lottery.records.files import atomic_write, json_safe
 
 
 @dataclass

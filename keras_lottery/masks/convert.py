@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_lottery.coverage import REASONS, Coverage, discover
-from keras_lottery.masked_model import MaskedModel, PrunableWeight
+from keras_lottery.masks.coverage import REASONS, Coverage, discover
+from keras_lottery.masks.masked_model import MaskedModel, PrunableWeight
 
 
 class NotPrunableError(ValueError):
@@ -25,7 +25,7 @@ def make_prunable(model: keras.Model, include=None, exclude=None) -> MaskedModel
     Args:
         include: variables to prune instead of every weight matrix: a glob over
             variable paths, a compiled regex, a predicate, or a list of these
-            (see :func:`keras_lottery.coverage`).
+            (see :func:`keras_lottery.masks.coverage`).
         exclude: variables not to prune, selected the same way.
 
     Raises:

@@ -18,8 +18,6 @@ from typing import Any
 
 import keras
 
-from keras_lottery import structure
-from keras_lottery.bitmasks import PackedMasks
 from keras_lottery.callbacks import (
     DivergenceGuard,
     EvaluationCurve,
@@ -28,25 +26,27 @@ from keras_lottery.callbacks import (
     WeightSnapshot,
     current_iteration,
 )
-from keras_lottery.compact import effective_sparsity_or_none
-from keras_lottery.convert import sparsity
-from keras_lottery.data import array_batches
+from keras_lottery.compact.compaction import effective_sparsity_or_none
+from keras_lottery.criteria.gradual import GradualPruning
+from keras_lottery.data import structure
+from keras_lottery.data.datasets import array_batches
 from keras_lottery.extras import is_tf_dataset
-from keras_lottery.gradual import GradualPruning
-from keras_lottery.masking import _early_bird_callback
-from keras_lottery.memory import release_freed
+from keras_lottery.masks.bitmasks import PackedMasks
+from keras_lottery.masks.convert import sparsity
 from keras_lottery.options import Reset, Training
-from keras_lottery.record import RoundRecord
-from keras_lottery.search_options import _Search
-from keras_lottery.seeding import _seed_round
+from keras_lottery.records.record import RoundRecord
+from keras_lottery.search.masking import early_bird_callback
+from keras_lottery.search.memory import release_freed
+from keras_lottery.search.options import SearchOptions
+from keras_lottery.seeding import seed_round
 
 
-def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callbacks):
+def train_round(ticket, trainer, r, opts: SearchOptions, state, weights, rates, callbacks):
     """Step 2 of round ``r``: seed it, train it, describe it; and its θk snapshot (or None)."""
     seed, rewind_to = opts.training.seed, opts.reset.rewind_to
     release_freed()  # what set-up or the last reset freed, before training allocates
     if seed is not None:
-        _seed_round(seed + r)  # same stream whether resumed or not
+        seed_round(seed + r)  # same stream whether resumed or not
     snapshot = None
     if r == 0 and isinstance(rewind_to, int) and rewind_to > 0:
         snapshot = WeightSnapshot(state, rewind_to)
@@ -55,7 +55,7 @@ def _train_round(ticket, trainer, r, opts: _Search, state, weights, rates, callb
         round_callbacks.insert(0, _gradual_callback(opts.gradual, opts.pruning.scope))
     early = None
     if opts.early_bird is not None and r < opts.pruning.prunings:  # not the final ticket
-        early = _early_bird_callback(
+        early = early_bird_callback(
             opts.early_bird,
             weights,
             rates,
@@ -93,7 +93,7 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
     start_iter = current_iteration(ticket)
     t0 = time.perf_counter()
     fit_kwargs = {"shuffle": False, **training.fit_kwargs}  # the stream is shuffled already
-    # After round 0, _start_round's set_masks has just zeroed the pruned weights.
+    # After round 0, start_round's set_masks has just zeroed the pruned weights.
     zeroed = ticket._zeroed_already() if r > 0 else contextlib.nullcontext()
     with zeroed:
         history = ticket.fit(
@@ -150,7 +150,7 @@ def _metric(logs, key):
     return None
 
 
-def _trainer(ticket, splits, t: Training, data_seed, verbose, fit_kwargs) -> _Training:
+def make_trainer(ticket, splits, t: Training, data_seed, verbose, fit_kwargs) -> _Training:
     """How every round trains: the data stream, evaluations and ``fit`` settings."""
     train, validation_data, test_data = splits
     return _Training.create(
@@ -222,7 +222,7 @@ class _Training:
         return self.data() if callable(self.data) else self.data
 
 
-def _check_rewind_point(reset: Reset, training: _Training) -> None:
+def check_rewind_point(reset: Reset, training: _Training) -> None:
     """Refuse a rewind point k that a round never reaches."""
     total = training.total_steps
     if isinstance(reset.rewind_to, int) and total is not None and reset.rewind_to >= total:
@@ -232,7 +232,7 @@ def _check_rewind_point(reset: Reset, training: _Training) -> None:
         )
 
 
-def _check_steps_per_execution(spe: int, training: _Training, opts: _Search) -> None:
+def check_steps_per_execution(spe: int, training: _Training, opts: SearchOptions) -> None:
     """Every iteration the search acts on must end a compiled call of ``spe`` steps.
 
     Keras calls back once per ``spe`` steps and, on an endless stream, runs whole

@@ -4,14 +4,14 @@ The loop, next to the paper's algorithm (arXiv:1803.03635, section 1); each
 step's rules live in the module named on its right::
 
     1. Randomly initialize a neural network f(x; θ0)      -> snapshot θ0 (below)
-    2. Train the network for j iterations, arriving at θj  -> training._train_round()
-    3. Prune p% of the parameters in θj, creating mask m   -> masking._prune()
-    4. Reset the remaining parameters to θ0                -> reset._start_round()
+    2. Train the network for j iterations, arriving at θj  -> training.train_round()
+    3. Prune p% of the parameters in θj, creating mask m   -> masking.prune_round()
+    4. Reset the remaining parameters to θ0                -> reset.start_round()
     repeat 2-4 for each round; train the final ticket m ⊙ θ0.
 
-Before round 0 the data and the model are checked (:mod:`~keras_lottery.checks`);
+Before round 0 the data and the model are checked (:mod:`~keras_lottery.search.checks`);
 after each pruning the round is committed to the run directory, from which a
-search resumes (:mod:`~keras_lottery.resume`).  The controls of the paper are
+search resumes (:mod:`~keras_lottery.search.resume`).  The controls of the paper are
 branches of steps 3 and 4 (``strategy``).
 """
 
@@ -25,29 +25,35 @@ import keras
 import numpy as np
 
 from keras_lottery.callbacks import chance_accuracy, check_divergence
-from keras_lottery.checkpoint import RunCheckpoint
-from keras_lottery.checks import _build, _check_compiled, _check_data, _check_model, _resolve_data
-from keras_lottery.convert import make_prunable
-from keras_lottery.data import check_finite
-from keras_lottery.distributed import is_chief
-from keras_lottery.early_bird import EarlyBird
-from keras_lottery.fingerprint import data_fingerprint, fingerprint
-from keras_lottery.masking import _layer_rates, _prune
+from keras_lottery.criteria.early_bird import EarlyBird
+from keras_lottery.data.datasets import check_finite
+from keras_lottery.data.distributed import is_chief
+from keras_lottery.masks.convert import make_prunable
 from keras_lottery.options import GRANULARITIES as GRANULARITIES  # the choices, also here
 from keras_lottery.options import SCOPES as SCOPES
 from keras_lottery.options import STRATEGIES as STRATEGIES
 from keras_lottery.options import UNSET, Pruning, Reset, Training
-from keras_lottery.record import LotteryRecord
-from keras_lottery.reset import _KEEP_TRAINED, _OptimizerStart, _start_round
-from keras_lottery.resume import _resume, _stored_state
-from keras_lottery.search_options import _Search
-from keras_lottery.seeding import set_random_seed
-from keras_lottery.training import (
-    _check_rewind_point,
-    _check_steps_per_execution,
-    _train_round,
-    _trainer,
+from keras_lottery.records.checkpoint import RunCheckpoint
+from keras_lottery.records.fingerprint import data_fingerprint, fingerprint
+from keras_lottery.records.record import LotteryRecord
+from keras_lottery.search.checks import (
+    build_on_data,
+    check_compiled,
+    check_data,
+    check_model,
+    resolve_data,
 )
+from keras_lottery.search.masking import prune_round, rates_per_layer
+from keras_lottery.search.options import SearchOptions
+from keras_lottery.search.reset import KEEP_TRAINED, OptimizerStart, start_round
+from keras_lottery.search.resume import resume_run, stored_state
+from keras_lottery.search.training import (
+    check_rewind_point,
+    check_steps_per_execution,
+    make_trainer,
+    train_round,
+)
+from keras_lottery.seeding import set_random_seed
 
 
 def find_ticket(
@@ -115,8 +121,8 @@ def find_ticket(
         data: ``(x, y)`` arrays (``x``/``y`` may be dicts, lists or tuples of
             arrays for several inputs/outputs), a batched ``tf.data.Dataset`` of
             such ``(x, y)``, a ``keras.utils.PyDataset``, a
-            :class:`~keras_lottery.data.Dataset`, or a dataset name/path for
-            :func:`~keras_lottery.data.load_dataset` (its test split becomes
+            :class:`~keras_lottery.data.datasets.Dataset`, or a dataset name/path for
+            :func:`~keras_lottery.data.datasets.load_dataset` (its test split becomes
             ``test_data``).  ``None`` uses the embedded offline MNIST sample.
         early_bird: ``True`` or an :class:`~keras_lottery.EarlyBird`: stop each
             pruning round's training once the mask pruning would produce has
@@ -125,10 +131,10 @@ def find_ticket(
             ``early_bird_reason`` and ``mask_distances``.
         include: which weights to prune instead of the default (every
             trainable weight matrix): globs over variable paths, compiled
-            regexes or predicates (see :func:`keras_lottery.coverage`).
+            regexes or predicates (see :func:`keras_lottery.masks.coverage`).
         exclude: weights not to prune, selected the same way.
         gradual: a pruning schedule (any TFMOT ``PruningSchedule``, e.g.
-            ``PolynomialDecay``, or a :class:`keras_lottery.gradual.GradualPruning`)
+            ``PolynomialDecay``, or a :class:`keras_lottery.criteria.gradual.GradualPruning`)
             that prunes *during* the first round's training; the survivors are
             then reset by ``strategy`` and retrained with the masks frozen
             ("gradual magnitude pruning + rewind").  Needs ``rounds=1``.
@@ -136,10 +142,10 @@ def find_ticket(
             early-stopping iteration (minimum validation loss).
         validation_split: instead, hold out this last fraction of ``(x, y)``.
         test_data: ``(x, y)`` evaluated with the validation curve.
-        data_dir: where :func:`~keras_lottery.data.load_dataset` finds a named dataset.
+        data_dir: where :func:`~keras_lottery.data.datasets.load_dataset` finds a named dataset.
         run_dir: checkpoint every finished round there; calling again with the
             same options resumes after the last finished round (see
-            :mod:`keras_lottery.checkpoint`); a ``run_dir`` holding another
+            :mod:`keras_lottery.records.checkpoint`); a ``run_dir`` holding another
             search (θ0, data or options differ) is refused.
         data_version: a name/version of a ``tf.data`` pipeline for the run's
             fingerprint (arrays are hashed; a pipeline cannot be).
@@ -152,16 +158,16 @@ def find_ticket(
     schedules restart each round; with ``rewind_to=k`` the counter restarts
     at k.  Every round trains for the full ``epochs``/``steps``.
     """
-    opts = _Search.of(locals())
-    _check_compiled(model)
+    opts = SearchOptions.of(locals())
+    check_compiled(model)
     p, reset, seed = opts.pruning, opts.reset, opts.training.seed
     ticket, splits, data_seed = _prepare(model, data, opts, validation_data, test_data, data_dir)
     weights = ticket.prunable_weights()
-    rates = _layer_rates(ticket, opts.rate, p.output_rate, p.layer_rates, p.scope)
-    _check_model(ticket, opts)
-    trainer = _trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
-    _check_rewind_point(opts.reset, trainer)
-    _check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
+    rates = rates_per_layer(ticket, opts.rate, p.output_rate, p.layer_rates, p.scope)
+    check_model(ticket, opts)
+    trainer = make_trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
+    check_rewind_point(opts.reset, trainer)
+    check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
 
     # 1. θ0: the user's weights (the one copy a search holds), and the optimizer's start.
     ticket.optimizer.build(ticket.trainable_variables)
@@ -170,7 +176,7 @@ def find_ticket(
     paths = [row.path for row in rows]
     theta0 = [np.array(v) for v in state]
     rewind = theta0  # θ0, or θk once round 0 reaches iteration k
-    optimizer0 = _OptimizerStart(ticket.optimizer)
+    optimizer0 = OptimizerStart(ticket.optimizer)
     record = LotteryRecord(config=opts.config)
     rng = np.random.default_rng(seed)
     start, next_masks, checkpoint = 0, None, None  # next_masks: made by the last pruning
@@ -181,7 +187,7 @@ def find_ticket(
             fingerprint(theta0, data_fingerprint(data, splits, data_version), opts.config),
             writable=is_chief(),
         )
-        resumed = _resume(checkpoint, rng, ticket, state, optimizer0)
+        resumed = resume_run(checkpoint, rng, ticket, state, optimizer0)
         if resumed is not None:
             start, record, next_masks, stored_rewind = resumed
             if stored_rewind is not None:
@@ -193,9 +199,9 @@ def find_ticket(
         if r > 0:
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
             # and apply the masks the last pruning made.
-            _start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
+            start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
         # 2. Train the network, arriving at θj.
-        round_record, snapshot = _train_round(
+        round_record, snapshot = train_round(
             ticket, trainer, r, opts, state, weights, rates, callbacks
         )
         record.rounds.append(round_record)
@@ -208,15 +214,15 @@ def find_ticket(
         # 3. Prune p% of the trained weights, creating the next round's masks.
         next_masks = None
         if r < p.prunings:
-            next_masks = _prune(weights, rates, r, opts, rng)
+            next_masks = prune_round(weights, rates, r, opts, rng)
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
-            keep_weights = next_masks is None or reset.strategy in _KEEP_TRAINED
+            keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED
             checkpoint.save(
                 r,
                 record,
                 rng,
-                state=_stored_state(paths, theta0, rewind, optimizer0),
+                state=stored_state(paths, theta0, rewind, optimizer0),
                 next_masks=next_masks,
                 weights=zip(paths, state) if keep_weights else None,
             )
@@ -229,7 +235,7 @@ def find_ticket(
     return ticket
 
 
-def _prepare(model, data, opts: _Search, validation_data, test_data, data_dir):
+def _prepare(model, data, opts: SearchOptions, validation_data, test_data, data_dir):
     """Seed, load and check the data, and wrap ``model`` with masks.
 
     Returns the mask-aware model, the checked ``(train, validation, test)`` data
@@ -239,15 +245,15 @@ def _prepare(model, data, opts: _Search, validation_data, test_data, data_dir):
     if seed is not None:
         set_random_seed(seed)
     data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
-    train, validation_data, test_data = _resolve_data(
+    train, validation_data, test_data = resolve_data(
         data, validation_data, opts.validation_split, test_data, data_dir
     )
     check_finite(train, opts.training.steps)
-    _build(model, train)
+    build_on_data(model, train)
     ticket = make_prunable(model, include=opts.include, exclude=opts.exclude)
     if ticket is not model:
         ticket.compile_from_config(model.get_compile_config())
-    train = _check_data(ticket, train, "training data")
-    validation_data = validation_data and _check_data(ticket, validation_data, "validation data")
-    test_data = test_data and _check_data(ticket, test_data, "test data")
+    train = check_data(ticket, train, "training data")
+    validation_data = validation_data and check_data(ticket, validation_data, "validation data")
+    test_data = test_data and check_data(ticket, test_data, "test data")
     return ticket, (train, validation_data, test_data), data_seed

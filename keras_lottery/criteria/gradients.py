@@ -1,7 +1,7 @@
 """Gradients and Hessian-vector products of a Keras model, on any backend.
 
 Keras 3 has no backend-neutral gradient API; the pruning-at-initialization
-criteria (:mod:`keras_lottery.at_init`) need two things, written here once per
+criteria (:mod:`keras_lottery.search.at_init`) need two things, written here once per
 backend:
 
 * :func:`gradients`: ``d fn() / d variables`` for a scalar ``fn`` that reads

@@ -13,7 +13,7 @@ The rule, for any Keras 3 model (Sequential, functional, subclassed, keras-hub):
   variable), and an ``include`` can add 1-D variables too.
 
 A weight is masked by showing its users ``weight * mask`` during the forward
-pass (see :mod:`keras_lottery.masked_model`), which needs the layer to hold the
+pass (see :mod:`keras_lottery.masks.masked_model`), which needs the layer to hold the
 variable as an attribute, as every Keras layer does.  A variable that no layer
 attribute holds is reported as *unreachable* rather than pretended pruned.
 """
@@ -82,7 +82,7 @@ class Coverage:
 
     rows: list[WeightInfo]
     sparsity: dict[str, float] = field(default_factory=dict)
-    #: effective sparsity per weight path and ``"overall"`` (see keras_lottery.compact)
+    #: effective sparsity per weight path and ``"overall"`` (see keras_lottery.compact.compaction)
     effective: dict[str, float] | None = None
 
     @property
@@ -344,24 +344,3 @@ def _last_owner_paths(layer, pruned) -> set[str]:
         if own:
             last = own
     return {pruned[id(v)].path for v in last or []}
-
-
-def __getattr__(name: str):
-    """``from keras_lottery.coverage import coverage``, as before 0.3.0 (deprecated).
-
-    :func:`keras_lottery.analysis.coverage` attaches effective sparsity, which
-    comes from compaction, a floor above this module: it is looked up by name
-    at first use so that this module imports nothing above it.
-    """
-    if name != "coverage":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    warnings.warn(
-        "keras_lottery.coverage.coverage moved to keras_lottery.analysis.coverage; "
-        "use keras_lottery.coverage(model).",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return importlib.import_module("keras_lottery.analysis").coverage

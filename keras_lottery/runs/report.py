@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keras_lottery.record import RoundRecord
-from keras_lottery.runs import RunError, list_runs, load_config, non_default, readable_runs
+from keras_lottery.records.record import RoundRecord
+from keras_lottery.runs.directory import (
+    RunError,
+    list_runs,
+    load_config,
+    non_default,
+    readable_runs,
+)
 
 #: Varying settings that never split runs into groups (they are averaged over).
 AVERAGED_KEYS = ("seed",)

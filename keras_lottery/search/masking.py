@@ -1,6 +1,6 @@
 """Step 3 of the search: prune p% of the trained weights θj, creating the next masks.
 
-The magnitude rules themselves are NumPy functions of :mod:`keras_lottery.pruning`;
+The magnitude rules themselves are NumPy functions of :mod:`keras_lottery.criteria.magnitude`;
 this module applies them to a mask-aware model: the rate of each pruned weight,
 the granularity (single weights, whole units or filters, N:M groups), the scope
 (per layer or global) and the controls of ``strategy`` (``rearrange``,
@@ -14,16 +14,16 @@ import fnmatch
 import keras
 import numpy as np
 
-from keras_lottery import pruning
-from keras_lottery.bitmasks import PackedMasks
-from keras_lottery.convert import NotPrunableError
-from keras_lottery.early_bird import EarlyBirdStop
-from keras_lottery.memory import release_freed
+from keras_lottery.criteria import magnitude
+from keras_lottery.criteria.early_bird import EarlyBirdStop
+from keras_lottery.masks.bitmasks import PackedMasks
+from keras_lottery.masks.convert import NotPrunableError
 from keras_lottery.options import GRANULARITIES, Pruning
-from keras_lottery.search_options import _Search
+from keras_lottery.search.memory import release_freed
+from keras_lottery.search.options import SearchOptions
 
 
-def _prune(weights, rates, r, opts: _Search, rng) -> PackedMasks:
+def prune_round(weights, rates, r, opts: SearchOptions, rng) -> PackedMasks:
     """Step 3 after round ``r``: the masks of the next round, by the strategy's rule."""
     p = opts.pruning
     release_freed()  # the training step's temporaries
@@ -58,22 +58,22 @@ def _next_masks(
         for w in weights:
             mask = np.asarray(w.mask)
             k = int(mask.sum()) if keep_current else _keep(w, rates, target_round)
-            new = pruning.top_k(_magnitudes(w.kernel), mask, k)
+            new = magnitude.top_k(_magnitudes(w.kernel), mask, k)
             masks.update(PackedMasks.pack({w.name: new}).packed)
         masks = PackedMasks(masks)
-        return pruning.rearrange(masks, rng) if strategy == "rearrange" else masks
+        return magnitude.rearrange(masks, rng) if strategy == "rearrange" else masks
     current = {w.name: np.array(w.mask) for w in weights}
-    keep = {n: pruning.keep_count(m.size, rates[n], target_round) for n, m in current.items()}
+    keep = {n: magnitude.keep_count(m.size, rates[n], target_round) for n, m in current.items()}
     if keep_current:
         keep = {n: int(m.sum()) for n, m in current.items()}
     if strategy == "random_prune" and granularity == "weight":
-        return pruning.random_prune(current, keep, rng)
+        return magnitude.random_prune(current, keep, rng)
     trained = {w.name: np.array(w.kernel) for w in weights}
     if strategy == "random_prune":  # random units / random N:M groups
         trained = {n: rng.random(v.shape) for n, v in trained.items()}
     if n_m is not None:
         masks = {
-            w.name: pruning.n_m_mask(trained[w.name], current[w.name], *n_m)
+            w.name: magnitude.n_m_mask(trained[w.name], current[w.name], *n_m)
             if _n_m_axis_ok(w)
             else current[w.name]
             for w in weights
@@ -83,15 +83,15 @@ def _next_masks(
     elif scope == "global":
         total = sum(m.size for m in current.values())
         rate = next(iter(rates.values()))
-        masks = pruning.magnitude_global(
-            trained, current, pruning.keep_count(total, rate, target_round)
+        masks = magnitude.magnitude_global(
+            trained, current, magnitude.keep_count(total, rate, target_round)
         )
     else:
-        masks = pruning.magnitude_layerwise(trained, current, keep)
+        masks = magnitude.magnitude_layerwise(trained, current, keep)
     if strategy == "rearrange" and granularity == "unit":
         masks = _rearrange_units(weights, masks, rng)
     elif strategy == "rearrange":
-        masks = pruning.rearrange(masks, rng)
+        masks = magnitude.rearrange(masks, rng)
     return masks
 
 
@@ -104,10 +104,10 @@ def _magnitudes(variable) -> np.ndarray:
 
 
 def _keep(w, rates, target_round) -> int:
-    return pruning.keep_count(int(np.prod(w.kernel.shape)), rates[w.name], target_round)
+    return magnitude.keep_count(int(np.prod(w.kernel.shape)), rates[w.name], target_round)
 
 
-def _layer_rates(ticket, rate, output_rate, layer_rates, scope) -> dict[str, float]:
+def rates_per_layer(ticket, rate, output_rate, layer_rates, scope) -> dict[str, float]:
     """Rate per pruned weight: ``rate``, half of it for the output layer, overrides.
 
     ``layer_rates`` keys match a weight's path exactly, as a glob, or by the
@@ -140,7 +140,7 @@ def _rate_key_matches(key: str, w) -> bool:
     return key == w.name or fnmatch.fnmatchcase(w.name, key) or key == w.layer.name
 
 
-def _early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> EarlyBirdStop:
+def early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> EarlyBirdStop:
     """Watch the mask round ``r``'s pruning would make (magnitude rule, before any control).
 
     Checked every ``eb.check_every`` iterations, by default 20 times per round
@@ -159,13 +159,13 @@ def _early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> Ear
 
 def _unit_masks(weights, trained, current, rates, target_round, criterion):
     dense = all(isinstance(w.layer, keras.layers.Dense) and w.kernel.ndim == 2 for w in weights)
-    if not dense or criterion not in pruning.UNIT_CRITERIA:
+    if not dense or criterion not in magnitude.UNIT_CRITERIA:
         return _filter_masks(weights, trained, current, rates, target_round, criterion)
     names = [w.name for w in weights]
     keep_units = [
-        pruning.keep_count(trained[n].shape[1], rates[n], target_round) for n in names[:-1]
+        magnitude.keep_count(trained[n].shape[1], rates[n], target_round) for n in names[:-1]
     ]
-    new = pruning.unit_masks(
+    new = magnitude.unit_masks(
         [trained[n] for n in names], [current[n] for n in names], keep_units, criterion
     )
     return dict(zip(names, new))
@@ -207,7 +207,7 @@ def _filter_masks(weights, trained, current, rates, target_round, criterion):
     Units are ranked by their filter's magnitude (``"l1"``/``"input"``, ``"l2"``)
     or also by their weights in the next layer (``"output"``, ``"product"``).
     A removed unit's filter is masked; its outgoing weights then carry a
-    constant, which :func:`keras_lottery.compact` folds away.  The output layer
+    constant, which :func:`keras_lottery.compact.compaction` folds away.  The output layer
     keeps all its units.
     """
     masks = {n: m.copy() for n, m in current.items()}
@@ -221,13 +221,13 @@ def _filter_masks(weights, trained, current, rates, target_round, criterion):
         if criterion in ("output", "product"):
             outgoing = _outgoing(weights, i, trained, current, units)
         try:
-            scores = pruning.filter_scores(
+            scores = magnitude.filter_scores(
                 trained[w.name], current[w.name], axis, criterion, outgoing
             )
         except ValueError as e:
             raise NotPrunableError(f"granularity='unit' on '{w.name}': {e}") from None
-        k = pruning.keep_count(units, rates[w.name], target_round)
-        kept = pruning.keep_units(current[w.name], axis, scores, k)
+        k = magnitude.keep_count(units, rates[w.name], target_round)
+        kept = magnitude.keep_units(current[w.name], axis, scores, k)
         shape = [1] * trained[w.name].ndim
         shape[axis] = units
         masks[w.name] = masks[w.name] * kept.reshape(shape).astype(masks[w.name].dtype)

@@ -1,6 +1,6 @@
 """Masks stored as one bit per weight: the record's history of every round's mask.
 
-A search keeps the mask of every round in its :class:`~keras_lottery.record.LotteryRecord`
+A search keeps the mask of every round in its :class:`~keras_lottery.records.record.LotteryRecord`
 (``record.rounds[r].masks``).  Held as numpy booleans these cost a byte per
 weight per round; :class:`PackedMasks` holds them bit-packed (1/32 of a float32
 model per round) and unpacks one weight's mask when it is read, so the record

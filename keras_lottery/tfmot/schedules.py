@@ -1,4 +1,4 @@
-"""Pruning schedules: lottery-ticket rounds as TFMOT schedules, and gradual pruning.
+"""Pruning schedules: lottery-ticket rounds as TFMOT schedules, and gradual magnitude.
 
 Two halves, usable apart:
 
@@ -9,12 +9,12 @@ Two halves, usable apart:
   the ``(should_prune, sparsity)`` tensors TFMOT expects, so they can be given to
   TFMOT's own ``prune_low_magnitude`` as well as to :class:`GradualPruning`.
   TensorFlow Model Optimization is imported only when one of these classes is
-  first used (``keras_lottery.schedules.IterativeSchedule``), never by
+  first used (``keras_lottery.tfmot.schedules.IterativeSchedule``), never by
   ``import keras_lottery``, and without changing how ``tf.keras`` resolves
   (see :func:`import_tfmot`).
 
 * :func:`gradual_ticket` -- gradual magnitude pruning with
-  :class:`~keras_lottery.gradual.GradualPruning` (also importable from here),
+  :class:`~keras_lottery.criteria.gradual.GradualPruning` (also importable from here),
   then rewind the survivors to θ0 and retrain with the masks frozen.
 
 Steps follow TFMOT: the batch about to run is step ``iterations + 1`` (the first
@@ -30,12 +30,12 @@ from typing import Any
 
 import keras
 
-from keras_lottery import pruning
+from keras_lottery.criteria import magnitude
+from keras_lottery.criteria.gradual import GradualPruning, Schedule
 from keras_lottery.extras import require, tensorflow
-from keras_lottery.gradual import GradualPruning, Schedule
-from keras_lottery.search import find_ticket
+from keras_lottery.search.loop import find_ticket
 
-tf = tensorflow("keras_lottery.schedules (TFMOT pruning schedules)")
+tf = tensorflow("keras_lottery.tfmot.schedules (TFMOT pruning schedules)")
 
 _LEGACY = "TF_USE_LEGACY_KERAS"
 _SCHEDULE_NAMES = ("IterativeSchedule", "TargetSchedule", "OneShotSchedule", "FrozenSchedule")
@@ -77,7 +77,7 @@ class _RoundSchedule:
         if not sparsities:
             raise ValueError("a round schedule needs at least one round.")
         for s in sparsities:
-            pruning.check_sparsity(s, "sparsity")
+            magnitude.check_sparsity(s, "sparsity")
         if any(b < a for a, b in zip(sparsities, sparsities[1:])):
             raise ValueError(f"sparsities must not decrease, got {sparsities}.")
         if not isinstance(steps_per_round, int) or steps_per_round < 1:
@@ -147,7 +147,7 @@ class _TargetSchedule(_IterativeSchedule):
         if not 0.0 < target_sparsity < 1.0:
             raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity!r}.")
         self.target_sparsity = float(target_sparsity)
-        rate = pruning.per_round_rate(target_sparsity, rounds)
+        rate = magnitude.per_round_rate(target_sparsity, rounds)
         super().__init__(rate, rounds, steps_per_round, begin_step)
 
     def _params(self):
@@ -173,7 +173,7 @@ class _FrozenSchedule:
     """Never prune: the masks stay as they are (``sparsity`` is only reported)."""
 
     def __init__(self, sparsity: float = 0.0):
-        pruning.check_sparsity(sparsity, "sparsity")
+        magnitude.check_sparsity(sparsity, "sparsity")
         self.sparsity = float(sparsity)
 
     def __call__(self, step):

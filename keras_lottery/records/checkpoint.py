@@ -29,7 +29,7 @@ at any point leaves the last committed round intact: resuming removes leftover
 temp files and uncommitted round folders and continues from there, bitwise as
 an uninterrupted run.  A file whose checksum does not match the manifest is
 reported, never used.  A run directory holding the fingerprint of another
-search (see :mod:`keras_lottery.fingerprint`) is refused, and so is one of
+search (see :mod:`keras_lottery.records.fingerprint`) is refused, and so is one of
 keras-lottery 0.2.0 (format 1: a model file per round), with what to do.
 """
 
@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from keras_lottery.bitmasks import PackedMasks
-from keras_lottery.files import atomic_write, file_sha256, is_temp_file
-from keras_lottery.fingerprint import differences
-from keras_lottery.record import LotteryRecord, RoundRecord
+from keras_lottery.masks.bitmasks import PackedMasks
+from keras_lottery.records.files import atomic_write, file_sha256, is_temp_file
+from keras_lottery.records.fingerprint import differences
+from keras_lottery.records.record import LotteryRecord, RoundRecord
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.npz"
@@ -58,7 +58,7 @@ RECORD_COPY = "record.json"
 LOCK_FILE = ".lock"
 #: The layout written here; 0.2.0's manifests have no ``format`` (layout 1).
 FORMAT = 2
-#: How a search over arrays orders its batches (:func:`keras_lottery.data.pass_order`):
+#: How a search over arrays orders its batches (:func:`keras_lottery.data.datasets.pass_order`):
 #: a run resumes only with the order it started with.  Runs of layout 2 before
 #: keras-lottery 0.3.0 have no such entry: TensorFlow's stateless shuffle ordered them.
 BATCH_ORDER = "numpy-pcg64"
@@ -299,7 +299,7 @@ class RunCheckpoint:
     Args:
         run_dir: the folder (created if missing).
         config: the search's options (compared on resume, cosmetic ones aside).
-        fingerprint: from :func:`keras_lottery.fingerprint.fingerprint`; a
+        fingerprint: from :func:`keras_lottery.records.fingerprint.fingerprint`; a
             ``run_dir`` holding another one is refused.
         writable: ``False`` (a non-chief worker of a multi-worker search) reads
             and resumes but never locks, writes or cleans ``run_dir``.

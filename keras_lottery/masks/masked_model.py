@@ -38,8 +38,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lottery.assign import assign
-from keras_lottery.coverage import (
+from keras_lottery.masks.assign import assign
+from keras_lottery.masks.coverage import (
     PRUNED,
     REASONS,
     Coverage,
@@ -77,7 +77,7 @@ class MaskedModel(keras.Model):
             keras-hub).  It is used in place, not copied: training the
             ``MaskedModel`` trains ``model``'s variables.
         include: variables to prune instead of every weight matrix, by path
-            glob, compiled regex or predicate (see :mod:`keras_lottery.coverage`).
+            glob, compiled regex or predicate (see :mod:`keras_lottery.masks.coverage`).
         exclude: variables not to prune, selected the same way.
         selection: the selection as :meth:`get_config` records it, one status
             per variable of ``model`` (``"pruned"`` or why not), in the order of

@@ -1,7 +1,7 @@
 """A search's options, checked together, and the configuration its record holds.
 
 :func:`~keras_lottery.find_ticket` takes each option group of
-:mod:`keras_lottery.options` as an object or as flat keywords.  ``_Search``
+:mod:`keras_lottery.options` as an object or as flat keywords.  ``SearchOptions``
 gathers them with the options outside the groups (early-bird, gradual pruning,
 include/exclude, the validation split), refuses combinations no single group
 can see, and makes the configuration that the record, the run directory and
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keras_lottery import pruning
-from keras_lottery.early_bird import EarlyBird
+from keras_lottery.criteria import magnitude
+from keras_lottery.criteria.early_bird import EarlyBird
 from keras_lottery.options import GROUPS, Pruning, Reset, Training
 
 #: The keys of a search's configuration (its record's ``config``), in order.
@@ -52,7 +52,7 @@ _CONFIG_KEYS = (
 
 
 @dataclass(frozen=True)
-class _Search:
+class SearchOptions:
     """A search's checked options, and the configuration its record and checkpoints hold."""
 
     pruning: Pruning
@@ -66,7 +66,7 @@ class _Search:
     config: dict[str, Any]
 
     @classmethod
-    def of(cls, args: Mapping[str, Any]) -> _Search:
+    def of(cls, args: Mapping[str, Any]) -> SearchOptions:
         """From ``find_ticket``'s arguments: the option objects or their flat keywords."""
         groups = {kw: group.gather(args[kw], args) for kw, group in GROUPS.items()}
         p, reset = groups["pruning"], groups["reset"]
@@ -81,7 +81,7 @@ class _Search:
         if eb is not None and (random_prune or gradual is not None):
             raise ValueError(
                 "early_bird watches the magnitude mask during training: it cannot be combined "
-                "with strategy='random_prune' or gradual pruning."
+                "with strategy='random_prune' or gradual magnitude."
             )
         if split is not None and (not isinstance(split, numbers.Real) or not 0.0 < split < 1.0):
             raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
@@ -116,7 +116,7 @@ class _Search:
         p = self.pruning
         if p.target_sparsity is None:
             return p.rate
-        return pruning.per_round_rate(p.target_sparsity, p.rounds)
+        return magnitude.per_round_rate(p.target_sparsity, p.rounds)
 
 
 def _describe_selector(selector) -> Any:

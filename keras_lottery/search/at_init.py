@@ -35,14 +35,15 @@ from collections.abc import Callable, Iterable, Mapping
 import keras
 import numpy as np
 
-from keras_lottery import gradients, pruning, structure
-from keras_lottery.assign import assign
-from keras_lottery.convert import make_prunable
-from keras_lottery.data import Dataset
-from keras_lottery.masked_model import MaskedModel, PrunableWeight
-from keras_lottery.masking import _layer_rates
+from keras_lottery.criteria import gradients, magnitude
+from keras_lottery.data import structure
+from keras_lottery.data.datasets import Dataset
+from keras_lottery.masks.assign import assign
+from keras_lottery.masks.convert import make_prunable
+from keras_lottery.masks.masked_model import MaskedModel, PrunableWeight
 from keras_lottery.options import AT_INIT_METHODS, SCOPES
-from keras_lottery.reset import _fresh_values
+from keras_lottery.search.masking import rates_per_layer
+from keras_lottery.search.reset import fresh_values
 
 METHODS = AT_INIT_METHODS
 CONTROLS = ("rearrange", "reinit")
@@ -120,7 +121,7 @@ def prune_at_init(
         ticket.compile_from_config(model.get_compile_config())
     weights = ticket.prunable_weights()
     alive = {w.name: np.asarray(w.mask) for w in weights}
-    rates = _layer_rates(ticket, sparsity, output_sparsity, None, scope)
+    rates = rates_per_layer(ticket, sparsity, output_sparsity, None, scope)
     rng = np.random.default_rng([seed, 1])
     data_batches = _batches(data, batches, batch_size, seed) if data is not None else []
     theta0 = [np.array(v) for v in ticket.model.weights]
@@ -142,9 +143,9 @@ def prune_at_init(
         for var, value in zip(ticket.model.weights, theta0):
             assign(var, value)
     if control == "rearrange":
-        masks = pruning.rearrange(masks, rng)
+        masks = magnitude.rearrange(masks, rng)
     elif control == "reinit":
-        for var, value in zip(ticket.model.weights, _fresh_values(ticket.model, seed + 7919)):
+        for var, value in zip(ticket.model.weights, fresh_values(ticket.model, seed + 7919)):
             assign(var, value)
     ticket.set_masks(masks)
     ticket.at_init = {
@@ -166,12 +167,12 @@ def select(scores: Mapping[str, np.ndarray], alive: Mapping[str, np.ndarray], ke
     """Masks keeping the highest scores among ``alive`` positions.
 
     ``keep``: an ``int`` (one ranking across all layers) or ``{path: int}``
-    (per layer).  Ties go to the first positions (as :func:`pruning.top_k`).
+    (per layer).  Ties go to the first positions (as :func:`magnitude.top_k`).
     """
     if isinstance(keep, Mapping):
-        return {n: pruning.top_k(np.asarray(scores[n]), alive[n], keep[n]) for n in alive}
+        return {n: magnitude.top_k(np.asarray(scores[n]), alive[n], keep[n]) for n in alive}
     as_float64 = {n: np.asarray(scores[n], dtype="float64") for n in alive}
-    return pruning.top_k_global(as_float64, {n: np.asarray(alive[n]) for n in alive}, keep)
+    return magnitude.top_k_global(as_float64, {n: np.asarray(alive[n]) for n in alive}, keep)
 
 
 # -- the criteria: scores(model, weights, batches) -> {path: array} ---------------
@@ -236,9 +237,9 @@ CRITERIA: dict[str, Callable[..., Scores]] = {
 
 
 def _check(sparsity, method, scope, output_sparsity, control, batches, iterations, data):
-    pruning.check_sparsity(sparsity, "sparsity")
+    magnitude.check_sparsity(sparsity, "sparsity")
     if output_sparsity is not None:
-        pruning.check_sparsity(output_sparsity, "output_sparsity")
+        magnitude.check_sparsity(output_sparsity, "output_sparsity")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     if scope not in SCOPES:

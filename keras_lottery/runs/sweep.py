@@ -9,7 +9,7 @@ resources: {cpus_per_job: 2, gpus_per_job: 0}      # optional, for Ray
 
 :func:`load_sweep` checks every key and value (naming the file and line of a
 mistake) and expands the grid into normalized configurations for
-:func:`keras_lottery.runs.run`.
+:func:`keras_lottery.runs.directory.run`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keras_lottery.runs import DEFAULTS, normalize_config, suggest_name, unknown_key_message
+from keras_lottery.runs.directory import (
+    DEFAULTS,
+    normalize_config,
+    suggest_name,
+    unknown_key_message,
+)
 
 
 def expand_grid(
@@ -57,7 +62,7 @@ class Sweep:
 
 
 _SPEC_KEYS = ("base", "grid", "runs_root", "resources")
-#: What each job reserves on a cluster (see keras_lottery.executors.RayCluster).
+#: What each job reserves on a cluster (see keras_lottery.runs.executors.RayCluster).
 RESOURCE_KEYS = ("cpus_per_job", "gpus_per_job")
 
 
