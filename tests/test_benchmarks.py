@@ -227,3 +227,16 @@ def test_env_sizes_refuses_a_folder_that_is_no_environment(tmp_path):
 
     with pytest.raises(SystemExit, match="is it a virtual environment"):
         env_sizes.site_packages(tmp_path)
+
+
+def test_benchmark_readme_shows_the_stored_outputs_verbatim():
+    """Each table stored under benchmarks/results/ appears unchanged in benchmarks/README.md."""
+    readme = (BENCH / "README.md").read_text(encoding="utf-8")
+    stored = sorted((BENCH / "results").glob("*.md"))
+    assert stored
+    for path in stored:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+        end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), None)
+        table = "\n".join(lines[first:end])
+        assert table in readme, f"benchmarks/README.md does not show {path.name}'s table as stored"
