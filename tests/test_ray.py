@@ -146,7 +146,8 @@ def test_ray_flag_without_ray_gives_the_install_hint(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["sweep", str(spec), "--ray", "--runs-root", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        'Error: Ray is not installed: pip install "keras-lottery[ray]"'
+        "Error: Running a sweep on Ray needs ray, which is not installed: "
+        "pip install 'keras-lottery[ray]'"
     )
     assert not any(tmp_path.glob("*/config.json"))
 
