@@ -8,6 +8,7 @@ import click
 
 from .choices import EXPORT_FORMATS
 from .errors import user_errors
+from .output import output_option
 
 
 @click.command()
@@ -19,11 +20,9 @@ from .errors import user_errors
     default="tflite",
     show_default=True,
 )
-@click.option(
-    "--output",
-    "-o",
+@output_option(
+    "Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
     type=click.Path(path_type=Path),
-    help="Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
 )
 @click.option("--name", help="File name stem [ticket].")
 @click.option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .errors import user_errors
+from .output import output_option
 
 
 def _write(target: str, text: str) -> None:
@@ -18,10 +19,8 @@ def _write(target: str, text: str) -> None:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    help="Write accuracy.png and early_stop.png into this folder.",
+@output_option(
+    "Write accuracy.png and early_stop.png into this folder.", type=click.Path(file_okay=False)
 )
 @click.option("--csv", "csv_path", metavar="FILE", help="Write the table as CSV ('-': stdout).")
 @click.option("--json", "json_path", metavar="FILE", help="Write the table as JSON ('-': stdout).")
@@ -31,7 +30,7 @@ def _write(target: str, text: str) -> None:
     metavar="KEY",
     help="Group runs by these settings (repeatable) [those that differ, except seed].",
 )
-def report(paths, out, csv_path, json_path, group_by):
+def report(paths, output, csv_path, json_path, group_by):
     """Summarize PATHS (run directories, or folders of them, e.g. runs/).
 
     Per group and round: test accuracy at the end of training and at the
@@ -53,6 +52,6 @@ def report(paths, out, csv_path, json_path, group_by):
             _write(csv_path, lib.to_csv(rows))
         if json_path:
             _write(json_path, lib.to_json(rows) + "\n")
-        if out:
-            for figure in lib.plot(rows, out).values():
+        if output:
+            for figure in lib.plot(rows, output).values():
                 click.echo(f"Wrote {figure.path}", err=True)
