@@ -52,6 +52,9 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact)
     with user_errors():
         from keras_lottery.runs import directory as runs
 
+        problem = runs.ticket_problem(run_dir)
+        if problem is not None:
+            click.echo(f"{run_dir}: {problem}: {runs.REBUILDING}.", err=True)
         report = runs.export_run(
             run_dir,
             format_,

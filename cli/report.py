@@ -43,7 +43,11 @@ def report(paths, output, csv_path, json_path, group_by):
         def skip(run_dir, error):
             click.echo(f"Warning: skipping {run_dir}: {error}", err=True)
 
-        rows = lib.summarize(lib.load_runs(paths, skip), group_by or None)
+        loaded = lib.load_runs(paths, skip)
+        for run in loaded:
+            if run.damaged:
+                click.echo(f"Warning: {run.damaged}", err=True)
+        rows = lib.summarize(loaded, group_by or None)
         if not rows:
             raise click.ClickException("The runs have no finished round yet.")
         if "-" not in (csv_path, json_path):

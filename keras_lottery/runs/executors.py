@@ -60,11 +60,17 @@ def _print(line: str, err: bool = False) -> None:
 
 
 def run_job(run_dir: str | os.PathLike) -> None:
-    """Run or resume the prepared run directory ``run_dir`` (the default job)."""
+    """Run or resume the prepared run directory ``run_dir`` (the default job).
+
+    A finished run whose ticket is damaged gets it rebuilt from its checkpoint.
+    """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
     completed = runs.completed_round(run_dir)
+    problem = runs.ticket_problem(run_dir)
     verb = "Starting" if completed is None else f"Resuming after round {completed}"
+    if problem is not None:
+        verb = f"Done, but {problem}: {runs.REBUILDING}"
     print(f"{verb}: {run_dir}", flush=True)
     runs.run(config, run_dir, verbose=0)
     print(f"Done: {run_dir}", flush=True)
@@ -113,7 +119,8 @@ def plan_sweep(spec: str | os.PathLike | Sweep, runs_root: str | os.PathLike | N
         seen.add(run_dir)
         label = " ".join(f"{k}={config[k]}" for k in sweep.grid) or "(base)"
         jobs.append(SweepJob(config, run_dir, label))
-    todo = [j for j in jobs if not runs.is_done(j.run_dir)]
+    # A finished job whose ticket is damaged is to do: its job rebuilds the ticket.
+    todo = [j for j in jobs if not runs.is_done(j.run_dir) or runs.ticket_problem(j.run_dir)]
     return SweepPlan(sweep.path, root, jobs, todo)
 
 
@@ -529,6 +536,8 @@ def run_sweep(
     for item in plan.jobs:
         if item not in plan.todo:
             echo(f"skip (done) {item.run_dir}  {item.label}")
+        elif runs.is_done(item.run_dir):
+            echo(f"rebuild (damaged ticket) {item.run_dir}  {item.label}")
     echo(f"Sweep {plan.spec}: {len(plan.jobs)} jobs, {plan.done} done, {len(plan.todo)} to run.")
     result = SweepResult(plan)
     if not plan.todo:
