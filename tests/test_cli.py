@@ -467,6 +467,8 @@ def test_json_sweep_in_two_processes(tmp_path):
     path.write_text(json.dumps(spec))
     dry = invoke("sweep", path, "--dry-run", "--runs-root", tmp_path / "out")
     assert dry.output.count("todo") == 2 and not (tmp_path / "out").exists()
+    both = invoke("sweep", path, "--ray", "--threads", "1", "--runs-root", tmp_path / "out")
+    assert both.exit_code == 2 and "--cpus-per-job caps each job's threads" in both.output
     result = invoke("sweep", path, "--jobs", "2", "--runs-root", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert result.output.count("started") == 2 and result.output.count("done in") == 2
