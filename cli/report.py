@@ -11,10 +11,13 @@ from .output import output_option
 
 
 def _write(target: str, text: str) -> None:
+    """``text`` to stdout (``-``) or into ``target``, atomically (temp file, then rename)."""
+    from keras_lottery.records.files import atomic_write
+
     if target == "-":
         click.echo(text, nl=False)
     else:
-        Path(target).write_text(text)
+        atomic_write(Path(target), lambda f: f.write(text.encode()))
 
 
 @click.command()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keras_lottery.records.files import atomic_write
 from keras_lottery.records.record import RoundRecord
 from keras_lottery.runs.directory import (
     RunError,
@@ -320,7 +321,7 @@ def plot(rows: Sequence[Row], out_dir: str | os.PathLike, dpi: int = 120) -> dic
             ax.legend()
             fig.tight_layout()
             path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=dpi)
+            atomic_write(path, lambda f, fig=fig: fig.savefig(f, format="png", dpi=dpi))
         finally:
             plt.close(fig)
         figures[name] = Figure(path, lines)
