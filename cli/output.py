@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 #: The old name, accepted and not shown.
 ALIAS = "--out"
@@ -24,12 +25,16 @@ def output_option(help: str, default: str | None = None, **kwargs: Any):
     def decorate(f):
         @functools.wraps(f)
         def command(*args, output=None, output_alias=None, **rest):
-            if output is not None and output_alias is not None:
-                raise click.UsageError(f"--output and {ALIAS} are the same option: give it once.")
-            chosen = output if output is not None else output_alias
-            return f(*args, output=default if chosen is None else chosen, **rest)
+            if output_alias is not None:
+                source = click.get_current_context().get_parameter_source("output")
+                if source is not ParameterSource.DEFAULT:
+                    raise click.UsageError(
+                        f"--output and {ALIAS} are the same option: give it once."
+                    )
+                output = output_alias
+            return f(*args, output=output, **rest)
 
-        shown = {"show_default": default} if default is not None else {}
+        shown = {"default": default, "show_default": True} if default is not None else {}
         command = click.option("--output", "-o", help=help, **shown, **kwargs)(command)
         return click.option(ALIAS, "output_alias", hidden=True, **kwargs)(command)
 

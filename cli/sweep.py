@@ -38,6 +38,7 @@ def sweep_job(run_dir: Path, quiet: bool = True, log_jsonl: str | None = None) -
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
+    metavar="N",
     help="Cap each job's thread pools at N, each job in its own process (also with --jobs 1): "
     "the same N as a Ray sweep's --cpus-per-job gives bitwise its tickets.",
 )
