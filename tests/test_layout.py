@@ -76,3 +76,32 @@ def test_no_import_hidden_from_import_linter():
             ):
                 found.append(f"{name}:{node.lineno}")
     assert not found, found
+
+
+def test_development_guide_names_files_and_functions_that_exist():
+    """docs/development.md's module map and "where new things go" follow the code: every
+    file it names exists, and every `name` or `module.name` it quotes is a module, or a
+    function, class or constant defined in the library."""
+    import re
+
+    root = PACKAGE.parent
+    guide = (root / "docs" / "development.md").read_text(encoding="utf-8")
+    for path in set(re.findall(r"`([a-z_/]+\.py)`", guide)):
+        assert (PACKAGE / path).exists() or (root / path).exists(), path
+    sources = [
+        p for d in (PACKAGE, root / "keras_lottery_options", root / "cli") for p in d.rglob("*.py")
+    ]
+    code = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    modules = {p.stem for p in sources} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
+    modules |= {"keras_lottery", "keras_lottery_cli", "keras_lottery_options", "backends"}
+    quoted = set(re.findall(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\))?`", guide))
+    missing = [
+        name
+        for name in sorted(quoted)
+        if not name.endswith((".py", ".toml"))
+        and name.split(".")[-1] not in modules
+        and not re.search(
+            rf"^\s*(def|class) {name.split('.')[-1]}\b|^\s*{name.split('.')[-1]}\s*[:=]", code, re.M
+        )
+    ]
+    assert not missing, f"docs/development.md names what the code does not define: {missing}"
