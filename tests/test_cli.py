@@ -517,6 +517,19 @@ def test_export(tiny_run, tmp_path):
     assert "not a run directory" in error_line(invoke("export", tmp_path))
 
 
+def test_export_with_a_fixed_batch_and_keras_int8(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    target = tmp_path / "t.tflite"
+    result = invoke("export", run_dir, "--batch-size", "1", "--verify-size", "20", "-o", target)
+    assert result.exit_code == 0, result.output
+    assert "per call of 1" in result.output and "outside XNNPack" not in result.output
+    result = invoke("export", run_dir, "--format", "keras-int8", "--verify-size", "20")
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "export" / "ticket.int8.keras").is_file() and "int8" in result.output
+    message = error_line(invoke("export", run_dir, "--format", "keras", "--batch-size", "1"))
+    assert "keeps the model's own input shapes" in message
+
+
 @pytest.mark.backends
 def test_list(tiny_run):
     run_dir, _, _ = tiny_run
