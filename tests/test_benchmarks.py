@@ -117,3 +117,25 @@ def test_accelerator_small_run_has_every_row_without_tensorflow(tmp_path):
         assert search["marginal_s_per_round"] >= 0
     table = done.stdout
     assert "| resnet50 | mixed_bfloat16 |" in table and "| transformer | float32 |" in table
+
+
+def test_structured_speed_masks_keep_the_asked_share_of_units_but_the_output_layer():
+    """``structured_speed.structured``: whole units masked, ``keep`` of each layer, and the
+    compacted model has exactly those widths and the masked model's outputs."""
+    import numpy as np
+    import structured_speed
+
+    import keras_lottery as kl
+
+    model, shape = structured_speed.build("lenet5", 28)
+    masked = structured_speed.structured(model, 0.5)
+    masks = [np.asarray(pw.mask) for pw in kl.prunable_weights(masked)]
+    for mask in masks[:-1]:
+        kept = mask.reshape(-1, mask.shape[-1]).all(axis=0)
+        assert kept.sum() == round(0.5 * mask.shape[-1])
+        assert not mask.reshape(-1, mask.shape[-1])[:, ~kept].any()  # whole units only
+    assert masks[-1].all()
+    small, report = kl.compact(masked)
+    assert [after for _, after in report.units.values()] == [3, 8, 60, 42, 10]
+    x = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
+    np.testing.assert_allclose(small(x), kl.strip(masked)(x), atol=1e-5)
