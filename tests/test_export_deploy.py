@@ -217,3 +217,21 @@ def test_compacted_model_quantizes_within_tolerance_and_smaller(tmp_path, format
     reference = keras.ops.convert_to_numpy(small(x))
     assert compacted.max_abs_diff <= INT8_TOLERANCE[format] * np.abs(reference).max()
     assert compacted.bytes < full.bytes
+
+
+@pytest.mark.backends
+def test_keras_files_of_a_compiled_model_carry_no_optimizer_state(tmp_path):
+    import zipfile
+
+    import h5py
+
+    model = kl.zoo.lenet5(seed=0)  # compiled with Adam
+    x = np.random.default_rng(3).random((8, 28, 28, 1), dtype=np.float32)
+    model.fit(x, np.zeros(8), verbose=0)  # the optimizer has state
+    for format in ("keras", "keras-int8"):
+        report = kl.export(model, tmp_path / f"m.{format}.keras", format)
+        with zipfile.ZipFile(report.path) as z:
+            z.extract("model.weights.h5", tmp_path / format)
+        with h5py.File(tmp_path / format / "model.weights.h5") as f:
+            assert "optimizer" not in f, format
+        assert report.bytes < (2 if format == "keras" else 1) * report.dense_bytes, format
