@@ -47,7 +47,7 @@ def _digits(mnist, n=64):
     return np.repeat(x, 3, axis=-1), mnist.y_train[:n]
 
 
-def _prune_units(model: keras.Model, rate: float, criterion: str = "l1"):
+def prune_units(model: keras.Model, rate: float, criterion: str = "l1"):
     """One unit pruning of the search (its step 3) without training: a structured ticket."""
     ticket = kl.make_prunable(model)
     weights = ticket.prunable_weights()
@@ -70,7 +70,7 @@ def _randomize_statistics(model: keras.Model, seed: int = 0) -> None:
                 var.assign(rng.uniform(low, low + 1.0, var.shape).astype("float32"))
 
 
-def _check(ticket, small, x, atol=1e-4):
+def check_same_outputs(ticket, small, x, atol=1e-4):
     expected = keras.tree.flatten(ticket(x, training=False))
     got = keras.tree.flatten(small(x, training=False))
     for e, g in zip(expected, got):
@@ -102,7 +102,7 @@ def test_unit_search_on_a_residual_cnn_compacts_through_the_add(mnist, criterion
     np.testing.assert_array_equal(masks["c2"].any(axis=(0, 1, 3)), masks["c1"].any(axis=(0, 1, 2)))
     assert masks["head"].any(axis=0).all()  # the output keeps its units
     small, report = compact(ticket)
-    _check(ticket, small, x)
+    check_same_outputs(ticket, small, x)
     assert report.units == {"c1": (16, 8), "c2": (16, 8), "shortcut": (16, 8), "head": (10, 10)}
     assert report.groups["c2+shortcut"] == (16, 8)
     assert any("head: 10 of 10 units kept, a model output" in k for k in report.kept)
@@ -123,7 +123,7 @@ def test_a_second_round_never_regrows_and_the_compact_model_saves(mnist, tmp_pat
     path = tmp_path / "small.keras"
     small.save(path)
     loaded = keras.saving.load_model(path)
-    _check(ticket, loaded, x)
+    check_same_outputs(ticket, loaded, x)
 
 
 def test_unknown_layers_keep_their_widths_and_the_report_says_why():
@@ -138,12 +138,13 @@ def test_unknown_layers_keep_their_widths_and_the_report_says_why():
     c = keras.layers.Dense(6, name="c")(inputs)
     out = keras.layers.Dense(2, name="out")(keras.layers.Add(name="add")([b, c]))
     model = keras.Model(inputs, out)
-    ticket = _prune_units(model, 0.5)
+    ticket = prune_units(model, 0.5)
     small, report = compact(ticket)
     assert report.units["a"] == (6, 6)  # kept: 'scale' has no rule
     assert report.units["b"] == (6, 3) and report.units["c"] == (6, 3)
     assert any("'scale' (Scale)" in k and "no rule" in k for k in report.kept)
-    _check(ticket, small, np.random.default_rng(0).normal(size=(5, 8)).astype("float32"))
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    check_same_outputs(ticket, small, x)
 
 
 APPLICATIONS = [
@@ -163,10 +164,10 @@ def test_keras_applications_compact_to_half_their_units(name, widths, coupled):
         weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
     )
     _randomize_statistics(model)
-    ticket = _prune_units(model, 0.5)
+    ticket = prune_units(model, 0.5)
     small, report = compact(ticket)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    _check(ticket, small, x)
+    check_same_outputs(ticket, small, x)
     for layer, before_after in widths.items():
         assert report.units[layer] == before_after
     assert any(g.startswith(coupled) for g in report.groups)
@@ -225,10 +226,10 @@ def gpt(seed: int = 0, vocab: int = 50, length: int = 12, width: int = 32) -> ke
 
 def test_vit_loses_whole_heads_and_feed_forward_units_and_keeps_its_stream(tmp_path):
     model = vit()
-    ticket = _prune_units(model, 0.5)
+    ticket = prune_units(model, 0.5)
     small, report = compact(ticket)
     x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype("float32")
-    _check(ticket, small, x)
+    check_same_outputs(ticket, small, x)
     for i in range(2):
         assert report.units[f"mha{i} heads"] == (4, 2)
         assert report.units[f"ffn_in{i}"] == (64, 32)
@@ -239,16 +240,16 @@ def test_vit_loses_whole_heads_and_feed_forward_units_and_keeps_its_stream(tmp_p
     removed = 2 * (3 * 32 * 2 * 8 + 3 * 2 * 8 + 2 * 8 * 32 + 32 * 32 + 32 + 32 * 32)
     assert report.params_before - report.params_after == removed
     small.save(tmp_path / "vit.keras")
-    _check(ticket, keras.saving.load_model(tmp_path / "vit.keras"), x)
+    check_same_outputs(ticket, keras.saving.load_model(tmp_path / "vit.keras"), x)
 
 
 def test_gpt_decoder_loses_attention_heads_and_key_value_groups(tmp_path):
     model = gpt()
-    ticket = _prune_units(model, 0.5, "product")
+    ticket = prune_units(model, 0.5, "product")
     small, report = compact(ticket)
     rng = np.random.default_rng(0)
     x = {"tokens": rng.integers(0, 50, (2, 12)), "positions": np.tile(np.arange(12), (2, 1))}
-    _check(ticket, small, x)
+    check_same_outputs(ticket, small, x)
     assert report.units["mha heads"] == (4, 2)
     gqa = small.get_layer("gqa")
     assert report.units["gqa kv_heads"] == (2, 1)
@@ -257,4 +258,4 @@ def test_gpt_decoder_loses_attention_heads_and_key_value_groups(tmp_path):
     assert report.units["token_embedding"] == (32, 32)  # the stream stays (LayerNormalization)
     assert any("a model output" in k for k in report.kept)
     small.save(tmp_path / "gpt.keras")
-    _check(ticket, keras.saving.load_model(tmp_path / "gpt.keras"), x)
+    check_same_outputs(ticket, keras.saving.load_model(tmp_path / "gpt.keras"), x)

@@ -54,6 +54,7 @@ import numpy as np
 
 from keras_lottery.compact.graph import Graph, GraphError
 from keras_lottery.compact.rebuild import RebuildError, rebuild, removable
+from keras_lottery.compact.rules import Frozen, rule_for
 from keras_lottery.masks.convert import sparsity
 from keras_lottery.masks.masked_model import MaskedModel
 
@@ -488,6 +489,8 @@ def _chain(model: keras.Model, masks) -> tuple[list[_Node], tuple]:
             raise _NotAChain(f"Layer '{layer.name}' is used twice; compaction needs each once.")
         out_shape = tuple(layer.compute_output_shape(in_shape))
         kind, why = _classify(layer, in_shape)
+        if kind == "barrier" and not isinstance(rule_for(layer), Frozen | None):
+            raise _NotAChain(f"{why}, but its graph rule can: compacted as a graph")
         params = []
         for w in layer.weights:
             value = np.array(w)

@@ -37,6 +37,16 @@ from keras_lottery.compact.rules import (
     width,
 )
 
+_HUB = []  # the keras-hub rules are registered once a model uses a keras-hub layer
+
+
+def _register_hub_rules() -> None:
+    if not _HUB:
+        _HUB.append(True)
+        from keras_lottery.compact import hub
+
+        hub.register()
+
 
 class GraphError(ValueError):
     """The model is not a functional graph of layers that compaction can read."""
@@ -130,6 +140,9 @@ class Graph:
         for t in call.outputs:
             self._add_port(("t", id(t)), width(t), f"{op.name} output")
         rule = rule_for(op) if isinstance(op, keras.layers.Layer) else None
+        if rule is None and type(op).__module__.startswith("keras_hub."):
+            _register_hub_rules()
+            rule = rule_for(op)
         if isinstance(op, keras.Model):
             spec = freeze_all(
                 call,
@@ -274,8 +287,10 @@ class Graph:
         for bs in self.slices:
             if bs.role == PRODUCE and len(bs.units):
                 key = int(coupling_of[bs.units[0]])
-                if bs.layer.name not in names.setdefault(key, []):
-                    names[key].append(bs.layer.name)
+                port = bs.slice.port
+                name = bs.layer.name + (f" {port}" if isinstance(port, str) else "")
+                if name not in names.setdefault(key, []):
+                    names[key].append(name)
         self.couplings: list[Coupling] = []
         self.coupling_of = np.zeros(self.n_units, np.int64)
         for i, root in enumerate(np.unique(coupling_of)):
