@@ -240,3 +240,25 @@ def test_benchmark_readme_shows_the_stored_outputs_verbatim():
         end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), None)
         table = "\n".join(lines[first:end])
         assert table in readme, f"benchmarks/README.md does not show {path.name}'s table as stored"
+
+
+def test_structured_speed_masks_keep_the_asked_share_of_units_but_the_output_layer():
+    """``structured_speed.structured``: whole units masked, ``keep`` of each layer, and the
+    compacted model has exactly those widths and the masked model's outputs."""
+    import numpy as np
+    import structured_speed
+
+    import keras_lottery as kl
+
+    model, shape = structured_speed.build("lenet5", 28)
+    masked = structured_speed.structured(model, 0.5)
+    masks = [np.asarray(pw.mask) for pw in kl.prunable_weights(masked)]
+    for mask in masks:
+        columns = mask.reshape(-1, mask.shape[-1])
+        alive = columns.any(axis=0)  # a removed unit loses every weight that produces it
+        expected = mask.shape[-1] if mask is masks[-1] else round(0.5 * mask.shape[-1])
+        assert alive.sum() == expected
+    small, report = kl.compact(masked)
+    assert [after for _, after in report.units.values()] == [3, 8, 60, 42, 10]
+    x = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
+    np.testing.assert_allclose(small(x), kl.strip(masked)(x), atol=1e-5)

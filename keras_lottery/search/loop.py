@@ -214,7 +214,7 @@ def find_ticket(
         # 3. Prune p% of the trained weights, creating the next round's masks.
         next_masks = None
         if r < p.prunings:
-            next_masks = prune_round(weights, rates, r, opts, rng)
+            next_masks = prune_round(weights, rates, r, opts, rng, model=ticket.model)
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED

@@ -63,6 +63,7 @@ def train_round(ticket, trainer, r, opts: SearchOptions, state, weights, rates, 
             opts.pruning,
             trainer.total_steps,
             ticket.steps_per_execution,
+            model=ticket.model,
         )
         round_callbacks.append(early)
     round_record = _train(ticket, trainer, r, snapshot, round_callbacks)
