@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -153,14 +153,15 @@ class Cost:
 class Ledger:
     """Fills a :class:`Cost` as a method runs: trainings, and wall time by place.
 
-    The clock runs from construction; :meth:`close` (or :meth:`sync`) sets
+    The clock runs from construction (or from ``started``, a
+    ``time.perf_counter()`` reading); :meth:`close` (or :meth:`sync`) sets
     ``cost.seconds`` to what ``cost`` held before plus the time since, and
     books the wall time no place claimed as ``"other"``.
     """
 
-    def __init__(self, cost: Cost | None = None):
+    def __init__(self, cost: Cost | None = None, started: float | None = None):
         self.cost = cost if cost is not None else Cost()
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if started is None else started
         self._base_seconds = self.cost.seconds
         self._base_other = self.cost.outside.get("other", 0.0)
 
@@ -172,6 +173,19 @@ class Ledger:
             yield
         finally:
             self.cost.add_outside(place, time.perf_counter() - t0)
+
+    def add(self, place: str, seconds: float) -> None:
+        """Book ``seconds`` of wall time under ``place``."""
+        self.cost.add_outside(place, seconds)
+
+    def timed(self, place: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, booking the wall time of each call under ``place``."""
+
+        def timed_fn(*args, **kwargs):
+            with self.outside(place):
+                return fn(*args, **kwargs)
+
+        return timed_fn
 
     def trained(
         self, iterations: int, examples: int | None, seconds: float, final: bool = False
