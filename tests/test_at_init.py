@@ -299,6 +299,11 @@ def test_every_model_of_the_matrix(name):
         weights = ticket.prunable_weights()
         total = sum(int(np.prod(w.mask.shape)) for w in weights)
         assert sum(kept(ticket)) == round(total * 0.2), (name, method)
+        if method == "synflow":  # a constant R (an activation left on) scores every weight 0
+            dense = kl.make_prunable(matrix.build(name)[0])
+            scores = at_init.synflow_scores(dense, dense.prunable_weights(), [(x, y)])
+            dead = [n for n, v in scores.items() if not np.any(v)]
+            assert not [n for n in dead if not _attention_query_or_key(n)], (name, dead)
         pruned = {id(w.kernel): np.asarray(w.mask) for w in weights}
         for var, value in zip(model.weights, before):
             now = np.array(var)
@@ -308,3 +313,41 @@ def test_every_model_of_the_matrix(name):
         ticket.fit(x, y, batch_size=8, epochs=1, verbose=0)
         for w in weights:
             assert not np.any(np.asarray(w.kernel)[~np.asarray(w.mask)]), (name, method)
+
+
+def _attention_query_or_key(path: str) -> bool:
+    """Attention's query and key: SynFlow's all-ones input makes every token alike, so the
+    attention softmax is constant and they score 0 (the method's blind spot, not a bug)."""
+    return path.split("/")[-2] in ("query", "key")
+
+
+def lenet_300_100(separate_softmax: bool) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((28, 28)), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(h, activation="relu") for h in (300, 100)]
+    if separate_softmax:  # as keras.applications' MobileNetV3 ends
+        layers += [keras.layers.Dense(10), keras.layers.Activation("softmax")]
+    else:
+        layers.append(keras.layers.Dense(10, activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.backends
+def test_synflow_follows_the_output_back_past_activation_layers():
+    """A softmax in its own layer is switched off as a fused one: the same masks, no collapse.
+
+    With the softmax left on, R (the sum of the outputs) is constant, every score is 0
+    and LeNet-300-100 at 99% kept [2662, 0, 0] weights per layer.
+    """
+    assert [type(la).__name__ for la in at_init.activation_tail(lenet_300_100(True))] == [
+        "Activation"
+    ]
+    fused, separate = (
+        kl.prune_at_init(lenet_300_100(s), sparsity=0.99, method="synflow", iterations=4)
+        for s in (False, True)
+    )
+    assert min(kept(fused)) > 0, kept(fused)
+    for a, b in zip(masks_of(fused), masks_of(separate)):
+        np.testing.assert_array_equal(a, b)
