@@ -229,6 +229,9 @@ def find_ticket(
             with ledger.outside("masks"):
                 next_masks = prune_round(weights, rates, r, opts, rng)
         round_record.outside = _since(before, ledger.cost.outside)
+        if r > start and "compile" in round_record.outside:  # known once a warm call ran
+            compiled = record.rounds[start].outside
+            compiled["compile"] = round_record.outside.pop("compile")
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED
