@@ -311,3 +311,21 @@ def test_a_compacted_residual_cnn_exports_to_tflite_with_the_same_outputs(tmp_pa
     (name,) = runner.get_input_details()
     got = next(iter(runner(**{name: x}).values()))
     np.testing.assert_allclose(got, _np(ticket(x)), atol=1e-4)
+
+
+def test_a_registered_rule_lets_compaction_into_a_subclassed_block():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compact_custom_layer.py"
+    spec = importlib.util.spec_from_file_location("compact_custom_layer", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # defines FeedForward and registers its rule
+    model = example.model(seed=0)
+    ticket = prune_units(model, 0.5, "product")
+    small, report = compact(ticket)
+    assert report.units["block hidden"] == (256, 128) and report.units["block"] == (64, 32)
+    block = small.get_layer("block")
+    assert (block.hidden, block.units) == (128, 32)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28)).astype("float32")
+    check_same_outputs(ticket, small, x)
