@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_lottery.data import structure
-from keras_lottery.data.datasets import Dataset, load_dataset
+from keras_lottery.data.reading import is_stream, read_data
 from keras_lottery.extras import is_tf_dataset
 from keras_lottery.masks.coverage import REASONS
 from keras_lottery.search.options import SearchOptions
@@ -71,27 +71,16 @@ def build_on_data(model, train) -> None:
 
 
 def resolve_data(data, validation_data, validation_split, test_data, data_dir):
-    if data is None or isinstance(data, str):
-        data = load_dataset(data or "mnist-5k", data_dir=data_dir)
-    if isinstance(data, Dataset):
-        test_data = test_data or (data.x_test, data.y_test)
-        data = (data.x_train, data.y_train)
-    if is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset):
+    train, test = read_data(data, data_dir)
+    test_data = test_data or test
+    if is_stream(train):
         if validation_split is not None:
             raise ValueError(
                 "validation_split needs (x, y) arrays; pass validation_data with a "
-                f"{type(data).__name__}."
+                f"{type(train).__name__}."
             )
-        return data, validation_data, test_data
-    if not (isinstance(data, tuple | list) and len(data) == 2):
-        raise TypeError(
-            "data must be (x, y) arrays (x and y may be dicts/lists of arrays), a "
-            "tf.data.Dataset, a keras.utils.PyDataset, a keras_lottery.data.datasets.Dataset or a "
-            f"dataset name; got {type(data).__name__}"
-            + (f" of length {len(data)}" if isinstance(data, tuple | list) else "")
-            + "."
-        )
-    x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
+        return train, validation_data, test_data
+    x, y = train
     n = structure.num_examples(x, y)
     if validation_split:
         n_val = int(round(n * validation_split))
