@@ -36,7 +36,10 @@ def report(paths, out, csv_path, json_path, group_by):
 
     Per group and round: test accuracy at the end of training and at the
     early-stop iteration, early-stop iteration and percent of weights
-    remaining, as mean [min, max] over seeds.
+    remaining, as mean [min, max] over seeds.  Then per group what the
+    tickets cost: training iterations, "x IMP" (those iterations over IMP's to
+    the same sparsity at the same rate, trainings as long as the final one:
+    computed, not measured), wall time, in training and outside it.
     """
     with user_errors():
         from keras_lottery.runs import report as lib
@@ -44,11 +47,16 @@ def report(paths, out, csv_path, json_path, group_by):
         def skip(run_dir, error):
             click.echo(f"Warning: skipping {run_dir}: {error}", err=True)
 
-        rows = lib.summarize(lib.load_runs(paths, skip), group_by or None)
+        loaded = lib.load_runs(paths, skip)
+        rows = lib.summarize(loaded, group_by or None)
         if not rows:
             raise click.ClickException("The runs have no finished round yet.")
         if "-" not in (csv_path, json_path):
             click.echo(lib.format_table(rows))
+            costs = lib.cost_rows(loaded, group_by or None)
+            if costs:
+                click.echo("\nCost (from a random network to the trained ticket):")
+                click.echo(lib.format_cost_table(costs))
         if csv_path:
             _write(csv_path, lib.to_csv(rows))
         if json_path:

@@ -557,6 +557,7 @@ def run(
             "early_stop_test_accuracy": final.early_stop_test_accuracy,
             "seconds_this_session": time.perf_counter() - t0,
             "seconds_training": sum(r.seconds for r in ticket.lottery.rounds),
+            "cost": ticket.lottery.cost.to_dict() if ticket.lottery.cost else None,
         }
         _write_json(run_dir / DONE_FILE, summary)
     return ticket
