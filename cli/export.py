@@ -8,6 +8,7 @@ import click
 
 from .choices import EXPORT_FORMATS
 from .errors import user_errors
+from .output import output_option
 
 
 @click.command()
@@ -19,11 +20,9 @@ from .errors import user_errors
     default="tflite",
     show_default=True,
 )
-@click.option(
-    "--output",
-    "-o",
+@output_option(
+    "Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
     type=click.Path(path_type=Path),
-    help="Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
 )
 @click.option("--name", help="File name stem [ticket].")
 @click.option(
@@ -44,7 +43,13 @@ from .errors import user_errors
     is_flag=True,
     help="Export a smaller dense model: dead units folded away (Dense/Conv chains).",
 )
-def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact):
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Fix the batch of the SavedModel/TFLite signature (1 for latency: no per-call "
+    "shape ops) [any batch].",
+)
+def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact, batch_size):
     """Export the ticket of the finished run RUN_DIR (its ticket.keras).
 
     The export is loaded back and compared with the Keras model on the run's
@@ -53,6 +58,9 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact)
     with user_errors():
         from keras_lottery.runs import directory as runs
 
+        problem = runs.ticket_problem(run_dir)
+        if problem is not None:
+            click.echo(f"{run_dir}: {problem}: {runs.REBUILDING}.", err=True)
         report = runs.export_run(
             run_dir,
             format_,
@@ -62,6 +70,7 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact)
             overwrite=overwrite,
             rnn=rnn,
             compact=compact,
+            batch_size=batch_size,
         )
         click.echo(report.summary())
         if Path(f"{report.path}.sha256").is_file():

@@ -13,15 +13,14 @@ import importlib.util
 import sys
 from types import ModuleType
 
-#: Module -> the extra that installs it.
+#: Module -> the extra that installs it (every module the library imports through
+#: :func:`require` or checks with :func:`check_installed`).
 EXTRA = {
     "tensorflow": "tensorflow",
     "tensorflow_datasets": "tensorflow",
     "tensorflow_model_optimization": "tensorflow",
-    "tf_keras": "tensorflow",
     "ai_edge_litert": "tensorflow",
     "ray": "ray",
-    "keras_hub": "hub",
 }
 
 
@@ -31,7 +30,7 @@ class MissingExtraError(ImportError):
 
 def require(module: str, feature: str) -> ModuleType:
     """Import ``module`` for ``feature``, or raise a one-line :class:`MissingExtraError`."""
-    if module in sys.modules:
+    if sys.modules.get(module) is not None:
         return sys.modules[module]
     try:
         return importlib.import_module(module)

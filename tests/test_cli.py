@@ -217,11 +217,12 @@ def test_find_unit_granularity_with_the_l2_criterion_removes_whole_units(tmp_pat
     masks = _final_masks(run_dir)
     for name, units in (("dense_1/kernel", 300), ("dense_2/kernel", 100)):
         mask = next(m for k, m in masks.items() if k.endswith(name))
-        columns = mask.sum(axis=0)
-        assert set(np.unique(columns)) <= {0, mask.shape[0]}, f"{name}: a partly pruned unit"
+        columns = mask.sum(axis=0)  # a removed unit's inputs go: its rows here are all 0
+        rows = int(mask.any(axis=1).sum())
+        assert set(np.unique(columns)) <= {0, rows}, f"{name}: a partly pruned unit"
         assert (columns > 0).sum() == units // 2, name
     output = next(m for k, m in masks.items() if k.endswith("output/kernel"))
-    assert output.all()  # the output layer keeps its units
+    assert output.any(axis=0).all()  # the output layer keeps its units
     small, report = keras_lottery.compact(keras.models.load_model(run_dir / "ticket.keras"))
     assert list(report.units.values()) == [(300, 150), (100, 50), (10, 10)]
     assert small.count_params() == 784 * 150 + 150 + 150 * 50 + 50 + 50 * 10 + 10
@@ -403,7 +404,7 @@ def test_yaml_sweep_runs_the_grid_and_skips_finished_jobs(yaml_sweep):
 def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
     root, _, _ = yaml_sweep
     csv_file, json_file = tmp_path / "r.csv", tmp_path / "r.json"
-    result = invoke("report", root, "--out", tmp_path, "--csv", csv_file, "--json", json_file)
+    result = invoke("report", root, "--output", tmp_path, "--csv", csv_file, "--json", json_file)
     assert result.exit_code == 0, result.output
     assert "rewind" in result.output and "reinit" in result.output
     # the cost table: 2 prunings + the final training of one epoch each, IMP itself
@@ -419,6 +420,21 @@ def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
     csv_lines = csv_file.read_text().splitlines()
     assert csv_lines[0].startswith("group,round,runs,percent_remaining_mean")
     assert len(csv_lines) == 7
+
+
+@pytest.mark.backends
+def test_output_is_one_option_name_across_commands(yaml_sweep, tmp_path):
+    """--output/-o wherever a command writes; --out, the old name, works but is not shown."""
+    for command in ("report", "export", "stability"):
+        shown = invoke(command, "--help").output
+        assert "-o, --output" in shown and "--out " not in shown, command
+    root, _, _ = yaml_sweep
+    old = invoke("report", root, "--out", tmp_path / "old")
+    assert old.exit_code == 0, old.output
+    assert (tmp_path / "old" / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
+    both = invoke("report", root, "-o", tmp_path / "a", "--out", tmp_path / "b")
+    assert both.exit_code == 2 and "same option" in both.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_report_series_one_line_per_strategy(yaml_sweep, tmp_path):
@@ -455,6 +471,8 @@ def test_json_sweep_in_two_processes(tmp_path):
     path.write_text(json.dumps(spec))
     dry = invoke("sweep", path, "--dry-run", "--runs-root", tmp_path / "out")
     assert dry.output.count("todo") == 2 and not (tmp_path / "out").exists()
+    both = invoke("sweep", path, "--ray", "--threads", "1", "--runs-root", tmp_path / "out")
+    assert both.exit_code == 2 and "--cpus-per-job caps each job's threads" in both.output
     result = invoke("sweep", path, "--jobs", "2", "--runs-root", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert result.output.count("started") == 2 and result.output.count("done in") == 2
@@ -518,6 +536,19 @@ def test_export(tiny_run, tmp_path):
     assert target.stat().st_size > 1000
     assert "already exists" in error_line(invoke("export", run_dir, "-o", target))
     assert "not a run directory" in error_line(invoke("export", tmp_path))
+
+
+def test_export_with_a_fixed_batch_and_keras_int8(tiny_run, tmp_path):
+    run_dir, _, _ = tiny_run
+    target = tmp_path / "t.tflite"
+    result = invoke("export", run_dir, "--batch-size", "1", "--verify-size", "20", "-o", target)
+    assert result.exit_code == 0, result.output
+    assert "per call of 1" in result.output and "outside XNNPack" not in result.output
+    result = invoke("export", run_dir, "--format", "keras-int8", "--verify-size", "20")
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "export" / "ticket.int8.keras").is_file() and "int8" in result.output
+    message = error_line(invoke("export", run_dir, "--format", "keras", "--batch-size", "1"))
+    assert "keeps the model's own input shapes" in message
 
 
 @pytest.mark.backends

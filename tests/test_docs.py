@@ -104,12 +104,25 @@ def test_heading_anchors_in_links_exist():
     assert not broken, f"links to headings that do not exist: {broken}"
 
 
+#: The one change the quickstart test makes: one short round instead of six of two epochs.
+QUICKSTART_LENGTH = ("rounds=5, epochs=2", "rounds=1, steps=20")
+
+
 @pytest.mark.slow
-def test_readme_quickstart_runs(tmp_path):
+@pytest.mark.backends
+def test_readme_quickstart_runs_on_the_first_set_up(tmp_path):
+    """The quickstart as written, on the README's first set-up (any backend, no TensorFlow).
+
+    Only its length is cut (:data:`QUICKSTART_LENGTH`, which must match exactly once).
+    CI runs this in its JAX and PyTorch environments without TensorFlow.
+    """
     (code,) = python_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
-    out = run_python(code, tmp_path)
-    assert (tmp_path / "lenet.tflite").stat().st_size > 0
-    assert "accuracy  keras" in out and "argmax agreement 100.00%" in out
+    full, short = QUICKSTART_LENGTH
+    assert code.count(full) == 1, f"the quickstart no longer says {full!r}: update the test"
+    out = run_python(code.replace(full, short), tmp_path)
+    assert (tmp_path / "lenet.keras").stat().st_size > 0
+    assert "zeros, read back from the file" in out and "argmax agreement 100.00%" in out
+    assert "accuracy  keras" in out
 
 
 _RUNNABLE_GUIDES = [p for p in GUIDES if python_blocks(p.read_text(encoding="utf-8"))]
@@ -138,7 +151,12 @@ def run_example(name: str, cwd: Path, *args: str) -> str:
 
 
 def test_every_example_has_a_smoke_test():
-    tested = {"mnist_tflite.py", "sweep_report.py", "applications_ticket.py"}
+    tested = {
+        "mnist_tflite.py",
+        "sweep_report.py",
+        "applications_ticket.py",
+        "compact_custom_layer.py",
+    }
     assert {p.name for p in EXAMPLES} == tested
 
 
@@ -169,6 +187,15 @@ def test_example_applications_ticket(tmp_path):
     # one round of 20% (10% for the classifier): between 79% and 81% remain
     pct = float(re.search(r"([\d.]+)% of the prunable weights remain", out).group(1))
     assert 79.0 <= pct <= 81.0, out
+
+
+@pytest.mark.slow
+def test_example_compact_custom_layer(tmp_path):
+    out = run_example("compact_custom_layer.py", tmp_path)
+    # one round of 50% of the units: the block's 256 hidden units and 64 outputs halve
+    assert "block hidden: 256 -> 128" in out and "block: 64 -> 32" in out, out
+    diff = float(re.search(r"max \|compact - ticket\| on \d+ test digits: (\S+)", out).group(1))
+    assert diff <= 1e-4, out
 
 
 def test_version_comes_from_the_package_metadata():

@@ -29,13 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from keras_lottery.records.cost import Cost
+from keras_lottery.records.files import atomic_write
 from keras_lottery.records.record import LotteryRecord, RoundRecord
 from keras_lottery.runs.directory import (
     RunError,
+    damage_message,
     list_runs,
     load_config,
     non_default,
     readable_runs,
+    ticket_problem,
 )
 
 #: Varying settings that never split runs into groups (they are averaged over).
@@ -52,6 +55,9 @@ class RunData:
     path: Path
     config: dict[str, Any]
     rounds: list[RoundRecord]
+    #: a finished run whose ticket is damaged: what is wrong and what to do (its
+    #: rounds' metrics are the checkpoint's, intact)
+    damaged: str | None = None
     cost: Cost | None = None
 
 
@@ -91,15 +97,17 @@ class Row:
 
 
 def _read_run(run_dir: Path) -> RunData:
+    problem = ticket_problem(run_dir)
+    damaged = None if problem is None else damage_message(run_dir, problem)
     path = run_dir / "record.json"
     config = load_config(run_dir)
     if not path.exists():
-        return RunData(run_dir, config, [])
+        return RunData(run_dir, config, [], damaged)
     try:
         record = LotteryRecord.from_dict({**json.loads(path.read_text()), "config": config})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunError(f"{path} is unreadable or corrupt ({type(e).__name__}: {e}).") from e
-    return RunData(run_dir, config, record.rounds, record.cost)
+    return RunData(run_dir, config, record.rounds, damaged, record.cost)
 
 
 def load_runs(
@@ -390,7 +398,7 @@ def plot(rows: Sequence[Row], out_dir: str | os.PathLike, dpi: int = 120) -> dic
             ax.legend()
             fig.tight_layout()
             path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=dpi)
+            atomic_write(path, lambda f, fig=fig: fig.savefig(f, format="png", dpi=dpi))
         finally:
             plt.close(fig)
         figures[name] = Figure(path, lines)

@@ -39,7 +39,7 @@ import numpy as np
 from keras_lottery.criteria import gradients, magnitude
 from keras_lottery.data import structure
 from keras_lottery.data.datasets import Dataset
-from keras_lottery.data.reading import is_pair, is_stream, read_data
+from keras_lottery.data.splits import is_pair, is_stream, read_data
 from keras_lottery.masks.assign import assign
 from keras_lottery.masks.convert import make_prunable
 from keras_lottery.masks.masked_model import MaskedModel, PrunableWeight
@@ -297,7 +297,7 @@ def _batches(data, batches: int, batch_size: int, seed: int) -> list[tuple]:
     """The batches to score on: drawn from ``(x, y)`` arrays, or the first of a stream.
 
     ``data`` is read as :func:`~keras_lottery.find_ticket` reads it
-    (:func:`~keras_lottery.data.reading.read_data`); any other iterable is
+    (:func:`~keras_lottery.data.splits.read_data`); any other iterable is
     taken as one of ``(x, y)`` batches.
     """
     if is_pair(data) or isinstance(data, str | Dataset):

@@ -1,4 +1,4 @@
-"""Before a search trains: its data resolved and checked against the model, and the model.
+"""Before a search trains: its data and its model checked against each other.
 
 Everything here runs once, before round 0, so that a mistake (an uncompiled
 model, NaN inputs, labels out of range, a loss that does not fit the outputs,
@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 from keras_lottery.data import structure
-from keras_lottery.data.reading import is_stream, read_data
 from keras_lottery.extras import is_tf_dataset
 from keras_lottery.masks.coverage import REASONS
 from keras_lottery.search.options import SearchOptions
@@ -55,41 +54,6 @@ def _warn_dense(ticket) -> None:
             "keras_lottery.coverage(model) prints the full table.",
             stacklevel=4,
         )
-
-
-def build_on_data(model, train) -> None:
-    """Build a subclassed model that has no variables yet by calling it on one example."""
-    if not isinstance(model, keras.Model) or (model.built and model.weights):
-        return
-    if is_tf_dataset(train):
-        x = next(iter(train.take(1)))[0]
-    elif isinstance(train, keras.utils.PyDataset):
-        x = train[0][0]
-    else:
-        x = structure.take(train[0], slice(0, 1))
-    model(x, training=False)
-
-
-def resolve_data(data, validation_data, validation_split, test_data, data_dir):
-    train, test = read_data(data, data_dir)
-    test_data = test_data or test
-    if is_stream(train):
-        if validation_split is not None:
-            raise ValueError(
-                "validation_split needs (x, y) arrays; pass validation_data with a "
-                f"{type(train).__name__}."
-            )
-        return train, validation_data, test_data
-    x, y = train
-    n = structure.num_examples(x, y)
-    if validation_split:
-        n_val = int(round(n * validation_split))
-        validation_data = (
-            structure.take(x, slice(n - n_val, n)),
-            structure.take(y, slice(n - n_val, n)),
-        )
-        x, y = structure.take(x, slice(0, n - n_val)), structure.take(y, slice(0, n - n_val))
-    return (x, y), validation_data, test_data
 
 
 def check_data(model, data, what):

@@ -1,11 +1,11 @@
-"""One reading of a method's ``data`` argument, for every way to a ticket.
+"""The data a method is given: one reading for every way to a ticket, and a search's splits.
 
 :func:`~keras_lottery.find_ticket` and :func:`~keras_lottery.prune_at_init`
-take the same things: ``(x, y)`` with ``x`` and ``y`` arrays of any framework
-(NumPy, JAX, TensorFlow or PyTorch tensors) or dicts, lists or tuples of them
-(several inputs or outputs), a :class:`~keras_lottery.data.Dataset` or a
-dataset name, or a stream of batches (``tf.data.Dataset``,
-``keras.utils.PyDataset``).
+take the same things (:func:`read_data`): ``(x, y)`` with ``x`` and ``y``
+arrays of any framework (NumPy, JAX, TensorFlow or PyTorch tensors) or dicts,
+lists or tuples of them (several inputs or outputs), a
+:class:`~keras_lottery.data.Dataset` or a dataset name, or a stream of batches
+(``tf.data.Dataset``, ``keras.utils.PyDataset``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,35 @@ import keras
 from keras_lottery.data import structure
 from keras_lottery.data.datasets import Dataset, load_dataset
 from keras_lottery.extras import is_tf_dataset
+
+
+def resolve_splits(data, validation_data, validation_split, test_data, data_dir):
+    """What a user passed as data, as ``(train, validation_data, test_data)``.
+
+    ``data`` is ``(x, y)`` arrays (or nests of them), a ``tf.data.Dataset``, a
+    ``keras.utils.PyDataset``, a :class:`~keras_lottery.data.datasets.Dataset`, a dataset
+    name, or None for the embedded MNIST sample. Arrays are converted to NumPy and the
+    last ``validation_split`` of them is held out.
+    """
+    train, test = read_data(data, data_dir)
+    test_data = test_data or test
+    if is_stream(train):
+        if validation_split is not None:
+            raise ValueError(
+                "validation_split needs (x, y) arrays; pass validation_data with a "
+                f"{type(train).__name__}."
+            )
+        return train, validation_data, test_data
+    x, y = train
+    n = structure.num_examples(x, y)
+    if validation_split:
+        n_val = int(round(n * validation_split))
+        validation_data = (
+            structure.take(x, slice(n - n_val, n)),
+            structure.take(y, slice(n - n_val, n)),
+        )
+        x, y = structure.take(x, slice(0, n - n_val)), structure.take(y, slice(0, n - n_val))
+    return (x, y), validation_data, test_data
 
 
 def is_stream(data: Any) -> bool:
