@@ -19,6 +19,7 @@ from conftest import lenet
 from test_cli import child_env
 
 import keras_lottery as kl
+from keras_lottery.data import distributed
 from keras_lottery.extras import MissingExtraError
 
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
@@ -131,8 +132,8 @@ def test_what_needs_tensorflow_names_the_extra_in_one_line(tmp_path):
         with pytest.raises(MissingExtraError, match=EXTRA):
             importlib.import_module(module)
     with pytest.raises(MissingExtraError, match=EXTRA):
-        kl.distributed.patch_keras_multi_worker()
-    assert kl.distributed.is_chief()  # no TensorFlow, no strategy: this process writes
+        distributed.patch_keras_multi_worker()
+    assert distributed.is_chief()  # no TensorFlow, no strategy: this process writes
 
 
 @pytest.mark.backends

@@ -328,7 +328,7 @@ def test_every_model_of_the_matrix(name):
             dense = kl.make_prunable(matrix.build(name)[0])
             scores = at_init.synflow_scores(dense, dense.prunable_weights(), [(x, y)])
             dead = [n for n, v in scores.items() if not np.any(v)]
-            assert not [n for n in dead if not _attention_query_or_key(n)], (name, dead)
+            assert not [n for n in dead if not _blind_spot(n)], (name, dead)
         pruned = {id(w.kernel): np.asarray(w.mask) for w in weights}
         for var, value in zip(model.weights, before):
             now = np.array(var)
@@ -340,10 +340,12 @@ def test_every_model_of_the_matrix(name):
             assert not np.any(np.asarray(w.kernel)[~np.asarray(w.mask)]), (name, method)
 
 
-def _attention_query_or_key(path: str) -> bool:
-    """Attention's query and key: SynFlow's all-ones input makes every token alike, so the
-    attention softmax is constant and they score 0 (the method's blind spot, not a bug)."""
-    return path.split("/")[-2] in ("query", "key")
+def _blind_spot(path: str) -> bool:
+    """Weights SynFlow scores 0 by its construction, not by a bug: attention's query and key
+    (the all-ones input makes every token alike, so the attention softmax is constant), and
+    the convolutions of a squeeze-and-excitation gate (on |θ| and all-ones inputs the gate's
+    hard sigmoid saturates at 1, whose gradient is 0)."""
+    return path.split("/")[-2] in ("query", "key") or "squeeze_excite" in path
 
 
 def lenet_300_100(separate_softmax: bool) -> keras.Model:
