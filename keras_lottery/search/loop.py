@@ -43,6 +43,7 @@ from keras_lottery.search.checks import (
     check_model,
     resolve_data,
 )
+from keras_lottery.search.learned import learn_round
 from keras_lottery.search.masking import prune_round, rates_per_layer
 from keras_lottery.search.options import SearchOptions
 from keras_lottery.search.reset import KEEP_TRAINED, OptimizerStart, start_round
@@ -73,6 +74,8 @@ def find_ticket(
     scope: str = UNSET,
     granularity: str = UNSET,
     unit_criterion: str = UNSET,
+    method: str = UNSET,
+    mask_phase: float = UNSET,
     strategy: str = UNSET,
     rewind_to: str | int = UNSET,
     finetune_lr_scale: float = UNSET,
@@ -81,6 +84,8 @@ def find_ticket(
     batch_size: int = UNSET,
     eval_every: int | None = UNSET,
     seed: int | None = UNSET,
+    prune_subset: float | None = UNSET,
+    subset_rule: str = UNSET,
     include: Any = None,
     exclude: Any = None,
     gradual: Any = None,
@@ -111,11 +116,19 @@ def find_ticket(
 
     * ``pruning``: a :class:`~keras_lottery.Pruning` -- ``rounds``, ``rate``,
       ``output_rate``, ``layer_rates``, ``target_sparsity``, ``one_shot``,
-      ``scope``, ``granularity``, ``unit_criterion``;
+      ``scope``, ``granularity``, ``unit_criterion``, ``method``, ``mask_phase``;
     * ``reset``: a :class:`~keras_lottery.Reset` -- ``strategy``,
       ``rewind_to``, ``finetune_lr_scale``;
     * ``training``: a :class:`~keras_lottery.Training` -- ``epochs``,
-      ``steps``, ``batch_size``, ``eval_every``, ``seed``.
+      ``steps``, ``batch_size``, ``eval_every``, ``seed``, ``prune_subset``,
+      ``subset_rule``.
+
+    The cheap way to a ticket is one argument: ``method="learned"`` learns the
+    masks in one training (gates per weight, :mod:`keras_lottery.search.learned`)
+    instead of ``rounds`` of IMP, to the same sparsity per layer, then trains
+    the ticket: two trainings in all, e.g. ``find_ticket(model, data,
+    method="learned", target_sparsity=0.964, rounds=15)`` lands on the layer sizes
+    of IMP's 15 rounds.
 
     Args:
         data: ``(x, y)`` arrays (``x``/``y`` may be dicts, lists or tuples of
@@ -200,10 +213,17 @@ def find_ticket(
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
             # and apply the masks the last pruning made.
             start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
-        # 2. Train the network, arriving at θj.
-        round_record, snapshot = train_round(
-            ticket, trainer, r, opts, state, weights, rates, callbacks
-        )
+        # 2. Train the network, arriving at θj (method "learned": and learn which weights
+        # to keep, as scores; search/learned.py).
+        scores = None
+        if r == 0 and p.method == "learned":
+            round_record, snapshot, scores = learn_round(
+                ticket, trainer, opts, state, weights, rates, callbacks
+            )
+        else:
+            round_record, snapshot = train_round(
+                ticket, trainer, r, opts, state, weights, rates, callbacks
+            )
         record.rounds.append(round_record)
         check_divergence(record.rounds, chance_accuracy(ticket))
         if snapshot is not None:
@@ -214,7 +234,7 @@ def find_ticket(
         # 3. Prune p% of the trained weights, creating the next round's masks.
         next_masks = None
         if r < p.prunings:
-            next_masks = prune_round(weights, rates, r, opts, rng)
+            next_masks = prune_round(weights, rates, r, opts, rng, scores)
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED

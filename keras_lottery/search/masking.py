@@ -23,8 +23,12 @@ from keras_lottery.search.memory import release_freed
 from keras_lottery.search.options import SearchOptions
 
 
-def prune_round(weights, rates, r, opts: SearchOptions, rng) -> PackedMasks:
-    """Step 3 after round ``r``: the masks of the next round, by the strategy's rule."""
+def prune_round(weights, rates, r, opts: SearchOptions, rng, scores=None) -> PackedMasks:
+    """Step 3 after round ``r``: the masks of the next round, by the strategy's rule.
+
+    ``scores`` (``{path: array}``, e.g. learned gates' scores) rank the weights
+    instead of their trained magnitudes; the counts and controls are the same.
+    """
     p = opts.pruning
     release_freed()  # the training step's temporaries
     masks = _next_masks(
@@ -37,18 +41,31 @@ def prune_round(weights, rates, r, opts: SearchOptions, rng) -> PackedMasks:
         p.unit_criterion,
         rng,
         keep_current=opts.gradual is not None,
+        scores=scores,
     )
     return PackedMasks.pack(masks)
 
 
 def _next_masks(
-    weights, rates, target_round, scope, strategy, granularity, criterion, rng, keep_current=False
+    weights,
+    rates,
+    target_round,
+    scope,
+    strategy,
+    granularity,
+    criterion,
+    rng,
+    keep_current=False,
+    scores=None,
 ):
     """Step 3: the masks after ``target_round`` prunings, by the strategy's rule.
 
     ``keep_current``: the masks were already pruned during training (gradual
     pruning); only the strategy's transformation (rearrange) applies.
+    ``scores``: rank single weights by these instead of ``|w|``.
     """
+    if scores is not None and granularity != "weight":
+        raise ValueError("Scores rank single weights: use granularity='weight'.")
     if keep_current:
         scope, granularity = "layerwise", "weight"
     n_m = _n_m(granularity)
@@ -58,7 +75,8 @@ def _next_masks(
         for w in weights:
             mask = np.asarray(w.mask)
             k = int(mask.sum()) if keep_current else _keep(w, rates, target_round)
-            new = magnitude.top_k(_magnitudes(w.kernel), mask, k)
+            ranked = _magnitudes(w.kernel) if scores is None else np.asarray(scores[w.name])
+            new = magnitude.top_k(ranked, mask, k)
             masks.update(PackedMasks.pack({w.name: new}).packed)
         masks = PackedMasks(masks)
         return magnitude.rearrange(masks, rng) if strategy == "rearrange" else masks
@@ -82,10 +100,12 @@ def _next_masks(
         masks = _unit_masks(weights, trained, current, rates, target_round, criterion)
     elif scope == "global":
         total = sum(m.size for m in current.values())
-        rate = next(iter(rates.values()))
-        masks = magnitude.magnitude_global(
-            trained, current, magnitude.keep_count(total, rate, target_round)
-        )
+        kept = magnitude.keep_count(total, next(iter(rates.values())), target_round)
+        if scores is None:
+            masks = magnitude.magnitude_global(trained, current, kept)
+        else:
+            ranked = {n: np.asarray(scores[n], dtype="float64") for n in current}
+            masks = magnitude.top_k_global(ranked, current, kept)
     else:
         masks = magnitude.magnitude_layerwise(trained, current, keep)
     if strategy == "rearrange" and granularity == "unit":
