@@ -26,6 +26,7 @@ import numpy as np
 
 from keras_lottery.callbacks import chance_accuracy, check_divergence
 from keras_lottery.criteria.early_bird import EarlyBird
+from keras_lottery.data import structure
 from keras_lottery.data.datasets import check_finite
 from keras_lottery.data.distributed import is_chief
 from keras_lottery.masks.convert import make_prunable
@@ -48,6 +49,8 @@ from keras_lottery.search.masking import prune_round, rates_per_layer
 from keras_lottery.search.options import SearchOptions
 from keras_lottery.search.reset import KEEP_TRAINED, OptimizerStart, start_round
 from keras_lottery.search.resume import resume_run, stored_state
+from keras_lottery.search.subset import check_data as check_subset_data
+from keras_lottery.search.subset import select, subset_training
 from keras_lottery.search.training import (
     check_rewind_point,
     check_steps_per_execution,
@@ -179,6 +182,7 @@ def find_ticket(
     rates = rates_per_layer(ticket, opts.rate, p.output_rate, p.layer_rates, p.scope)
     check_model(ticket, opts)
     trainer = make_trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
+    check_subset_data(splits[0], opts)
     check_rewind_point(opts.reset, trainer)
     check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
 
@@ -214,15 +218,22 @@ def find_ticket(
             # and apply the masks the last pruning made.
             start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
         # 2. Train the network, arriving at θj (method "learned": and learn which weights
-        # to keep, as scores; search/learned.py).
+        # to keep, as scores; search/learned.py).  With prune_subset, the rounds between
+        # the first and the last train on the examples the last round chose (search/subset.py).
         scores = None
         if r == 0 and p.method == "learned":
             round_record, snapshot, scores = learn_round(
                 ticket, trainer, opts, state, weights, rates, callbacks
             )
         else:
+            round_trainer = trainer
+            if 0 < r < p.prunings and opts.training.prune_subset is not None:
+                chosen = record.rounds[r - 1].next_subset
+                round_trainer = _subset_trainer(
+                    ticket, splits, chosen, opts, data_seed, verbose, fit_kwargs
+                )
             round_record, snapshot = train_round(
-                ticket, trainer, r, opts, state, weights, rates, callbacks
+                ticket, round_trainer, r, opts, state, weights, rates, callbacks
             )
         record.rounds.append(round_record)
         check_divergence(record.rounds, chance_accuracy(ticket))
@@ -235,6 +246,11 @@ def find_ticket(
         next_masks = None
         if r < p.prunings:
             next_masks = prune_round(weights, rates, r, opts, rng, scores)
+            t = opts.training
+            if t.prune_subset is not None and r + 1 < p.prunings:
+                round_record.next_subset = select(
+                    ticket, splits[0], next_masks, t.prune_subset, t.subset_rule, (data_seed, r)
+                )
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED
@@ -253,6 +269,16 @@ def find_ticket(
 
     ticket.lottery = record
     return ticket
+
+
+def _subset_trainer(ticket, splits, chosen, opts: SearchOptions, data_seed, verbose, fit_kwargs):
+    """How a round of data-efficient IMP trains: on the ``chosen`` examples only."""
+    (x, y), validation, test = splits
+    index = np.asarray(chosen, dtype=np.int64)
+    subset = (structure.take(x, index), structure.take(y, index))
+    training = subset_training(opts.training, opts.training.prune_subset)
+    splits = (subset, validation, test)
+    return make_trainer(ticket, splits, training, data_seed, verbose, fit_kwargs)
 
 
 def _prepare(model, data, opts: SearchOptions, validation_data, test_data, data_dir):
