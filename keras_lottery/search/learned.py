@@ -104,6 +104,10 @@ class GatedModel(keras.Model):
         with self.ticket.masks_applied(factors=factors):
             return self.ticket.model(inputs, training=training)
 
+    def prunable_weights(self):
+        """The wrapped ticket's pruned weights (for callbacks that inspect them)."""
+        return self.ticket.prunable_weights()
+
     def learned_scores(self) -> dict[str, np.ndarray]:
         """``{path: scores}`` on the host."""
         return {w.name: np.array(s) for w, s in zip(self._gated, self.scores)}
