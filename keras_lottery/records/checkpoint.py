@@ -50,7 +50,7 @@ import numpy as np
 from keras_lottery.masks.bitmasks import PackedMasks
 from keras_lottery.records.files import atomic_write, file_sha256, is_temp_file
 from keras_lottery.records.fingerprint import differences
-from keras_lottery.records.record import LotteryRecord, RoundRecord
+from keras_lottery.records.record import LotteryRecord
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.npz"
@@ -241,12 +241,8 @@ def _write_round(folder: Path, record: LotteryRecord, next_masks: PackedMasks | 
 def _read_round(folder: Path) -> tuple[LotteryRecord, PackedMasks | None]:
     """The record (masks packed) and the next round's masks that ``_write_round`` wrote."""
     data = json.loads((folder / "record.json").read_text())
-    record = LotteryRecord(config=data["config"])
     with np.load(folder / "masks.npz") as f:
-        for rd in data["rounds"]:
-            rd.pop("percent_remaining", None)
-            rd["masks"] = _unpacked_group(f, f"round{rd['round']}")
-            record.rounds.append(RoundRecord(**rd))
+        record = LotteryRecord.from_dict(data, lambda r: _unpacked_group(f, f"round{r}"))
         has_next = any(k.startswith("next/") for k in f.files)
         next_masks = _unpacked_group(f, "next") if has_next else None
     return record, next_masks

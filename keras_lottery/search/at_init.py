@@ -42,6 +42,7 @@ from keras_lottery.masks.assign import assign
 from keras_lottery.masks.convert import make_prunable
 from keras_lottery.masks.masked_model import MaskedModel, PrunableWeight
 from keras_lottery.options import AT_INIT_METHODS, SCOPES
+from keras_lottery.records.cost import Cost, ImpBaseline, Ledger
 from keras_lottery.search.masking import rates_per_layer
 from keras_lottery.search.reset import fresh_values
 
@@ -116,6 +117,7 @@ def prune_at_init(
     """
     _check(sparsity, method, scope, output_sparsity, control, batches, iterations, data)
     t0 = time.perf_counter()
+    ledger = Ledger(Cost(method=method, imp=ImpBaseline(sparsity=sparsity)), started=t0)
     ticket = make_prunable(model, include=include, exclude=exclude)
     if ticket is not model and getattr(model, "compiled", False):
         ticket.compile_from_config(model.get_compile_config())
@@ -125,29 +127,20 @@ def prune_at_init(
     rng = np.random.default_rng([seed, 1])
     data_batches = _batches(data, batches, batch_size, seed) if data is not None else []
     theta0 = [np.array(v) for v in ticket.model.weights]
+    ledger.add("setup", time.perf_counter() - t0)
+    how = dict(iterations=iterations, invert=invert, rng=rng, temperature=temperature)
 
-    criterion = CRITERIA[method]
-    steps = iterations if method == "synflow" else 1
-    masks = alive
-    try:
-        for k in range(1, steps + 1):
-            fraction = k / steps  # the exponential schedule: kept = (1 - s) ** (k / steps)
-            keep = _keep_counts(weights, rates, scope, fraction)
-            scores = criterion(ticket, weights, data_batches, rng=rng, temperature=temperature)
-            if invert:
-                scores = {n: -s for n, s in scores.items()}
-            masks = select(scores, masks, keep)
-            if k < steps:
-                ticket.set_masks(masks, optimizer_state=False)
-    finally:
-        for var, value in zip(ticket.model.weights, theta0):
-            assign(var, value)
-    if control == "rearrange":
-        masks = magnitude.rearrange(masks, rng)
-    elif control == "reinit":
-        for var, value in zip(ticket.model.weights, fresh_values(ticket.model, seed + 7919)):
-            assign(var, value)
-    ticket.set_masks(masks)
+    if method in DATA_METHODS:  # the gradient, then (GraSP) the Hessian-vector product
+        read = sum(structure.num_examples(x, y) for x, y in data_batches)
+        ledger.scored(read * (2 if method == "grasp" else 1))
+    with ledger.outside("masks"):
+        masks = _scored_masks(ticket, method, alive, rates, scope, data_batches, theta0, **how)
+        if control == "rearrange":
+            masks = magnitude.rearrange(masks, rng)
+        elif control == "reinit":
+            for var, value in zip(ticket.model.weights, fresh_values(ticket.model, seed + 7919)):
+                assign(var, value)
+        ticket.set_masks(masks)
     ticket.at_init = {
         "method": method,
         "sparsity": sparsity,
@@ -159,8 +152,33 @@ def prune_at_init(
         "remaining": sum(int(m.sum()) for m in masks.values())
         / sum(m.size for m in masks.values()),
         "seconds": time.perf_counter() - t0,
+        "cost": ledger.close(),
     }
     return ticket
+
+
+def _scored_masks(
+    ticket, method, alive, rates, scope, batches, theta0, *, iterations, invert, **kw
+):
+    """The masks of ``method`` (SynFlow: ``iterations`` rounds); the weights end at θ0."""
+    weights = ticket.prunable_weights()
+    criterion = CRITERIA[method]
+    steps = iterations if method == "synflow" else 1
+    masks = alive
+    try:
+        for k in range(1, steps + 1):
+            fraction = k / steps  # the exponential schedule: kept = (1 - s) ** (k / steps)
+            keep = _keep_counts(weights, rates, scope, fraction)
+            scores = criterion(ticket, weights, batches, **kw)
+            if invert:
+                scores = {n: -s for n, s in scores.items()}
+            masks = select(scores, masks, keep)
+            if k < steps:
+                ticket.set_masks(masks, optimizer_state=False)
+    finally:
+        for var, value in zip(ticket.model.weights, theta0):
+            assign(var, value)
+    return masks
 
 
 def select(scores: Mapping[str, np.ndarray], alive: Mapping[str, np.ndarray], keep) -> Scores:

@@ -124,11 +124,12 @@ def keep_counts(weights, rates, opts: SearchOptions) -> int | dict[str, int]:
     }
 
 
-def learn_round(ticket, trainer, opts: SearchOptions, state, weights, rates, callbacks):
+def learn_round(ticket, trainer, opts: SearchOptions, state, weights, rates, callbacks, ledger):
     """Round 0 of ``method="learned"``: train weights and gates; the record, θk snapshot, scores.
 
     The scores (``{path: array}``) rank the weights for the pruning that
-    follows (:func:`keras_lottery.search.masking.prune_round`).
+    follows (:func:`keras_lottery.search.masking.prune_round`).  The phase is
+    one training in ``ledger`` (its wall time includes tracing the gated step).
     """
     total = trainer.total_steps
     if total is None:
@@ -169,10 +170,12 @@ def learn_round(ticket, trainer, opts: SearchOptions, state, weights, rates, cal
         **{"shuffle": False, **trainer.fit_kwargs},
     )
     seconds = time.perf_counter() - t0
-    scores = gated.learned_scores()
     iterations = int(np.asarray(gated.optimizer.iterations))
-    del gated
-    release_freed()
+    ledger.trained(iterations, trainer.examples(iterations), seconds)
+    with ledger.outside("masks"):
+        scores = gated.learned_scores()
+        del gated
+        release_freed()
     every = sparsity(ticket)
     logs = {k: v[-1] for k, v in history.history.items()}
     record = RoundRecord(

@@ -18,6 +18,7 @@ branches of steps 3 and 4 (``strategy``).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ from keras_lottery.options import SCOPES as SCOPES
 from keras_lottery.options import STRATEGIES as STRATEGIES
 from keras_lottery.options import UNSET, Pruning, Reset, Training
 from keras_lottery.records.checkpoint import RunCheckpoint
+from keras_lottery.records.cost import Cost, ImpBaseline, Ledger
 from keras_lottery.records.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.records.record import LotteryRecord
 from keras_lottery.search.checks import (
@@ -174,6 +176,7 @@ def find_ticket(
     schedules restart each round; with ``rewind_to=k`` the counter restarts
     at k.  Every round trains for the full ``epochs``/``steps``.
     """
+    started = time.perf_counter()
     opts = SearchOptions.of(locals())
     check_compiled(model)
     p, reset, seed = opts.pruning, opts.reset, opts.training.seed
@@ -211,19 +214,27 @@ def find_ticket(
                 rewind = stored_rewind
     if rewind is not theta0 and start > 0:
         theta0 = None  # stored in the run directory already; θk is the rewind point
+    # The cost: the stored one of a resumed search, else this search's (after a pruning
+    # at init, what that cost).
+    if record.cost is None:  # a new search, or one resumed from a record before the ledger
+        record.cost = search_cost(opts, model, record.rounds)
+    ledger = Ledger(record.cost, started=started)
+    ledger.add("setup", time.perf_counter() - started)
 
     for r in range(start, p.prunings + 1):
+        before = dict(ledger.cost.outside)
         if r > 0:
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
             # and apply the masks the last pruning made.
-            start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
+            with ledger.outside("reset"):
+                start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
         # 2. Train the network, arriving at θj (method "learned": and learn which weights
         # to keep, as scores; search/learned.py).  With prune_subset, the rounds between
         # the first and the last train on the examples the last round chose (search/subset.py).
         scores = None
         if r == 0 and p.method == "learned":
             round_record, snapshot, scores = learn_round(
-                ticket, trainer, opts, state, weights, rates, callbacks
+                ticket, trainer, opts, state, weights, rates, callbacks, ledger
             )
         else:
             round_trainer = trainer
@@ -233,10 +244,11 @@ def find_ticket(
                     ticket, splits, chosen, opts, data_seed, verbose, fit_kwargs
                 )
             round_record, snapshot = train_round(
-                ticket, round_trainer, r, opts, state, weights, rates, callbacks
+                ticket, round_trainer, r, opts, state, weights, rates, callbacks, ledger
             )
         record.rounds.append(round_record)
-        check_divergence(record.rounds, chance_accuracy(ticket))
+        with ledger.outside("records"):
+            check_divergence(record.rounds, chance_accuracy(ticket))
         if snapshot is not None:
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={reset.rewind_to} was never reached in round 0.")
@@ -245,28 +257,39 @@ def find_ticket(
         # 3. Prune p% of the trained weights, creating the next round's masks.
         next_masks = None
         if r < p.prunings:
-            next_masks = prune_round(weights, rates, r, opts, rng, scores)
+            with ledger.outside("masks"):
+                next_masks = prune_round(weights, rates, r, opts, rng, scores)
             t = opts.training
             if t.prune_subset is not None and r + 1 < p.prunings:
-                round_record.next_subset = select(
-                    ticket, splits[0], next_masks, t.prune_subset, t.subset_rule, (data_seed, r)
-                )
+                with ledger.outside("masks"):
+                    round_record.next_subset = select(
+                        ticket, splits[0], next_masks, t.prune_subset, t.subset_rule, (data_seed, r)
+                    )
+                if t.subset_rule == "critical":  # one pass of inference over the data
+                    ledger.scored(structure.num_examples(*splits[0]))
+        round_record.outside = _since(before, ledger.cost.outside)
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED
-            checkpoint.save(
-                r,
-                record,
-                rng,
-                state=stored_state(paths, theta0, rewind, optimizer0),
-                next_masks=next_masks,
-                weights=zip(paths, state) if keep_weights else None,
+            ledger.sync()
+            with ledger.outside("checkpoint"):
+                checkpoint.save(
+                    r,
+                    record,
+                    rng,
+                    state=stored_state(paths, theta0, rewind, optimizer0),
+                    next_masks=next_masks,
+                    weights=zip(paths, state) if keep_weights else None,
+                )
+            round_record.outside["checkpoint"] = ledger.cost.outside["checkpoint"] - before.get(
+                "checkpoint", 0.0
             )
         if rewind is not theta0:
             theta0 = None  # written with round 0; only the rewind point θk is needed now
     if checkpoint is not None:
         checkpoint.close()
 
+    ledger.close()
     ticket.lottery = record
     return ticket
 
@@ -279,6 +302,51 @@ def _subset_trainer(ticket, splits, chosen, opts: SearchOptions, data_seed, verb
     training = subset_training(opts.training, opts.training.prune_subset)
     splits = (subset, validation, test)
     return make_trainer(ticket, splits, training, data_seed, verbose, fit_kwargs)
+
+
+def search_cost(opts: SearchOptions, model: keras.Model, done=()) -> Cost:
+    """The cost a search starts from, named by its method, with IMP to compare it to.
+
+    IMP's baseline prunes at the search's rate to the sparsity it asks for
+    (``1 - (1 - rate) ** rounds``), or to the sparsity of a pruning at init
+    if that is higher.  A model pruned at init brings that pruning's cost;
+    rounds ``done`` (resumed from a record without a cost) bring their
+    training as their records tell it (their wall outside ``fit`` is unknown).
+    """
+    p = opts.pruning
+    method = "imp"
+    if opts.gradual is not None:
+        method = "gradual"
+    elif opts.early_bird is not None:
+        method = "early_bird"
+    elif p.method == "learned":
+        method = "learned"
+    elif p.one_shot:
+        method = "one_shot"
+    if opts.training.prune_subset is not None:
+        method = f"{method}+subset"
+    asked = 1.0 - (1.0 - opts.rate) ** p.rounds
+    at_init = getattr(model, "at_init", None)
+    cost = Cost(method=method)
+    if isinstance(at_init, dict) and isinstance(at_init.get("cost"), Cost):
+        cost = Cost.from_dict(at_init["cost"].to_dict())
+        cost.method = f"{cost.method}+{method}"
+        asked = max(asked, at_init["sparsity"])
+    cost.imp = ImpBaseline(sparsity=asked, rate=opts.rate)
+    for rd in done:
+        cost.iterations += rd.iterations
+        cost.examples = None  # unknown for the rounds done
+        cost.seconds += rd.seconds
+        cost.training_seconds += rd.seconds
+        cost.trainings += 1
+    return cost
+
+
+def _since(before: dict[str, float], now: dict[str, float]) -> dict[str, float]:
+    """Wall time booked per place since ``before`` (places with none left out)."""
+    return {
+        k: v - before.get(k, 0.0) for k, v in now.items() if k != "other" and v > before.get(k, 0.0)
+    }
 
 
 def _prepare(model, data, opts: SearchOptions, validation_data, test_data, data_dir):
