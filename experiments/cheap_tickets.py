@@ -282,6 +282,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--conv", action="store_true", help="also the Conv-2-shaped network")
     p.add_argument("--conv-rounds", type=int, default=15)
+    p.add_argument("--conv-steps", type=int, default=None, help="default: --steps")
+    p.add_argument("--conv-eval-every", type=int, default=None, help="default: --eval-every")
     p.add_argument("--conv-methods", nargs="+", default=["imp", "learned"], choices=METHODS)
     p.add_argument("--spe", type=int, default=50, help="steps per compiled call (same results)")
     p.add_argument("--train-size", type=int, default=None, help="cut the 55k set (tests)")
@@ -294,11 +296,15 @@ def main(argv=None):
         return
     splits = mnist_splits(args.train_size)
     done = _done(args.out)
+    conv_args = argparse.Namespace(**vars(args))
+    conv_args.steps = args.conv_steps or args.steps
+    conv_args.eval_every = args.conv_eval_every or args.eval_every
     for net, method, rounds, seed in plan(args):
-        if (net, method, rounds, seed, args.steps) in done:
+        net_args = args if net == "lenet" else conv_args
+        if (net, method, rounds, seed, net_args.steps) in done:
             continue
         imp_rounds = args.rounds if net == "lenet" else [rounds]
-        rows = run(net, method, rounds, seed, splits, args, imp_rounds)
+        rows = run(net, method, rounds, seed, splits, net_args, imp_rounds)
         with open(args.out, "a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
