@@ -14,7 +14,8 @@ the output layer), with the paper's optimizer (Adam 1.2e-3, batch 60),
   (``early_bird=True``), one search per sparsity;
 * ``one_shot``: one training, one pruning to the target, the ticket's training;
 * ``learned``: ``method="learned"`` (gates learned in one training, same
-  per-layer counts as IMP's round r), with ``mask_phase`` 1 and 0.5;
+  per-layer counts as IMP's round r); ``learned_half`` and ``learned_long`` with
+  ``mask_phase`` 0.5 and 3 (1.5 and 4 trainings in all);
 * ``subset``: IMP whose pruning rounds train on 10 % of the examples
   (``prune_subset=0.1``, the critical rule), round 0 and the ticket on all;
 * ``snip``, ``synflow``: pruning at initialization (global scope) to the same
@@ -33,13 +34,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from common import RESULTS, Timer, keras, kl, lenet, mnist_splits, np
 
 OUT = RESULTS / "cheap_tickets.jsonl"
 #: IMP rounds of 20 % whose tickets keep 7.0 %, 3.6 % and 1.4 % of LeNet's weights.
 ROUNDS = (12, 15, 19)
-METHODS = ("imp", "early_bird", "one_shot", "learned", "learned_half", "subset", "snip", "synflow")
+METHODS = (
+    "imp",
+    "early_bird",
+    "one_shot",
+    "learned",
+    "learned_half",
+    "learned_long",
+    "subset",
+    "snip",
+    "synflow",
+)
 
 
 def _conv2(seed: int, spe: int) -> keras.Model:
@@ -117,10 +129,51 @@ def run(net, method, rounds, seed, splits, args, imp_rounds=()) -> list[dict]:
         "one_shot": {"one_shot": True},
         "learned": {"method": "learned"},
         "learned_half": {"method": "learned", "mask_phase": 0.5},
+        "learned_long": {"method": "learned", "mask_phase": 3.0},
         "subset": {"prune_subset": 0.1},
     }[method]
     record, seconds = _search(net, seed, splits, args, rounds=rounds, **options)
     return [_row(net, method, rounds, seed, args, record, len(record.rounds) - 1, seconds)]
+
+
+def stored_imp(seed: int, args) -> list[dict]:
+    """IMP's tickets at ``args.rounds`` from a stored ``lenet_mnist.py`` search of 24 rounds.
+
+    Same network, θ0, data, optimizer and evaluation as this script's own IMP
+    searches; refused unless its training length and evaluation match ``args``.
+    """
+    path = RESULTS / f"lenet_rewind_s{seed}_r24.json"
+    stored = json.loads(path.read_text())
+    setup = stored["args"]
+    if (setup["steps"], setup["eval_every"]) != (args.steps, args.eval_every):
+        raise ValueError(
+            f"{path.name} trained {setup['steps']} iterations per round, evaluated every "
+            f"{setup['eval_every']}: run with --steps {setup['steps']} --eval-every "
+            f"{setup['eval_every']}."
+        )
+    rows = stored["rows"]
+    out = []
+    for r in args.rounds:
+        final = rows[r]
+        iterations = sum(row["iterations"] for row in rows[: r + 1])
+        out.append(
+            {
+                "net": "lenet",
+                "method": "imp",
+                "rounds": r,
+                "seed": seed,
+                "steps": args.steps,
+                "percent_remaining": final["percent_remaining"],
+                "layer_remaining": final["layer_remaining"],
+                "early_stop_test_accuracy": final["early_stop_test_accuracy"],
+                "final_test_accuracy": final["final_test_accuracy"],
+                "iterations": iterations,
+                "training_equivalents": iterations / args.steps,
+                "seconds": sum(row["seconds"] for row in rows[: r + 1]),
+                "source": path.name,
+            }
+        )
+    return out
 
 
 def _at_init(net, method, rounds, seed, splits, args) -> dict:
@@ -232,6 +285,20 @@ def report(path, plot: bool) -> str:
     return "\n".join(lines)
 
 
+#: Pages holding the table between ``<!-- table:cheap-tickets -->`` and ``<!-- /table -->``.
+PAGES = (RESULTS.parent / "README.md", RESULTS.parent.parent / "docs/guides/lottery-tickets.md")
+
+
+def _replace_table(page, table: str) -> None:
+    text = page.read_text()
+    pattern = re.compile(r"(<!-- table:cheap-tickets -->\n).*?(<!-- /table -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{page} has no <!-- table:cheap-tickets --> block.")
+    tmp = page.with_suffix(".md.tmp")
+    tmp.write_text(pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+    tmp.replace(page)
+
+
 def _mean_accuracy(rows, seeds) -> float:
     return float(np.mean([100 * r["early_stop_test_accuracy"] for r in rows if r["seed"] in seeds]))
 
@@ -287,18 +354,38 @@ def main(argv=None):
     p.add_argument("--conv-methods", nargs="+", default=["imp", "learned"], choices=METHODS)
     p.add_argument("--spe", type=int, default=50, help="steps per compiled call (same results)")
     p.add_argument("--train-size", type=int, default=None, help="cut the 55k set (tests)")
+    p.add_argument(
+        "--imp-from-section-8",
+        action="store_true",
+        help="take IMP's tickets from results/lenet_rewind_s<seed>_r24.json (section 8's "
+        "searches: 3,000 iterations, evaluation every 150) instead of running IMP",
+    )
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--report", action="store_true", help="print the table of --out and stop")
     p.add_argument("--plot", action="store_true", help="with --report: results/cheap_tickets.png")
+    p.add_argument(
+        "--readme", action="store_true", help="with --report: rewrite the tables in the docs"
+    )
     args = p.parse_args(argv)
     if args.report:
-        print(report(args.out, args.plot))
+        table = report(args.out, args.plot)
+        print(table)
+        if args.readme:
+            for page in PAGES:
+                _replace_table(page, table)
         return
     splits = mnist_splits(args.train_size)
     done = _done(args.out)
     conv_args = argparse.Namespace(**vars(args))
     conv_args.steps = args.conv_steps or args.steps
     conv_args.eval_every = args.conv_eval_every or args.eval_every
+    if args.imp_from_section_8:
+        for seed in args.seeds:
+            if ("lenet", "imp", max(args.rounds), seed, args.steps) not in done:
+                with open(args.out, "a") as f:
+                    for row in stored_imp(seed, args):
+                        f.write(json.dumps(row) + "\n")
+        done = _done(args.out)
     for net, method, rounds, seed in plan(args):
         net_args = args if net == "lenet" else conv_args
         if (net, method, rounds, seed, net_args.steps) in done:

@@ -218,11 +218,15 @@ def _parse_rewind_to(value: Any) -> Any:
     return value if value == "init" else _to_number(value, int)
 
 
-def _check_fraction(name: str, value: Any) -> float:
-    """A fraction in ``(0, 1]``."""
+#: The longest mask phase of ``method="learned"``, in trainings.
+MAX_MASK_PHASE = 4.0
+
+
+def _check_mask_phase(name: str, value: Any) -> float:
+    """A length in ``(0, MAX_MASK_PHASE]`` trainings."""
     number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and 0.0 < value <= 1.0):
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}.")
+    if not (number and math.isfinite(value) and 0.0 < value <= MAX_MASK_PHASE):
+        raise ValueError(f"{name} must be in (0, {MAX_MASK_PHASE:g}] (trainings), got {value!r}.")
     return float(value)
 
 
@@ -375,9 +379,10 @@ class Pruning(_Options):
     )
     mask_phase: float = option(
         1.0,
-        "method learned: length of the mask-learning phase, as a fraction of one training.",
+        "method learned: length of the mask-learning phase, in trainings (0.5: half of one; "
+        "up to 4).",
         kind=float,
-        check=_check_fraction,
+        check=_check_mask_phase,
     )
 
     def _check_together(self) -> None:

@@ -97,67 +97,8 @@ def test_threshold_keeps_the_asked_share_and_the_schedule_ends_on_the_target():
 
 # -- learned masks ----------------------------------------------------------------------
 
-
-@pytest.mark.backends
-@pytest.mark.parametrize("scope", ["layerwise", "global"])
-def test_learned_masks_keep_imps_counts_and_the_ticket_trains_from_theta0(scope):
-    model = _model()
-    theta0 = _theta0(model)
-    probe = TicketProbe(theta0)
-    opts = dict(rounds=4, rate=0.5, scope=scope, seed=0, **FAST)
-    ticket = kl.find_ticket(model, _data(), method="learned", callbacks=[probe], **opts)
-    record = ticket.lottery
-    assert len(record.rounds) == 2  # the mask phase, the ticket
-    assert [r.iterations for r in record.rounds] == [STEPS, STEPS]
-    masks = _masks(record.final)
-    sizes = {n: m.size for n, m in masks.items()}
-    if scope == "layerwise":  # IMP's counts after 4 prunings: 50 %, output 25 % a round
-        for name, m in masks.items():
-            rate = 0.25 if name.startswith("out/") else 0.5
-            assert int(m.sum()) == keep_count(sizes[name], rate, 4), name
-    else:
-        assert sum(int(m.sum()) for m in masks.values()) == keep_count(sum(sizes.values()), 0.5, 4)
-    assert probe.ticket_trainings == 1 and probe.steps == STEPS  # the final training only
-    for pw in ticket.prunable_weights():  # masks never regrow: stored zeros where pruned
-        assert not np.any(np.asarray(pw.kernel)[~np.asarray(pw.mask)])
-    np.testing.assert_array_equal(
-        record.rewind_weights[next(iter(theta0))], theta0[next(iter(theta0))]
-    )
-
-
-@pytest.mark.backends
-def test_same_seed_same_learned_masks_and_a_short_phase():
-    opts = dict(rounds=3, rate=0.5, method="learned", **FAST)
-    a = kl.find_ticket(_model(), _data(), seed=3, **opts).lottery
-    b = kl.find_ticket(_model(), _data(), seed=3, **opts).lottery
-    for name, m in _masks(a.final).items():
-        np.testing.assert_array_equal(m, _masks(b.final)[name])
-    half = kl.find_ticket(_model(), _data(), seed=3, mask_phase=0.5, **opts).lottery
-    assert [r.iterations for r in half.rounds] == [STEPS // 2, STEPS]
-
-
-@pytest.mark.backends
-def test_learned_masks_differ_from_magnitude_and_the_controls_apply():
-    opts = dict(rounds=3, rate=0.5, seed=0, **FAST)
-    learned = _masks(kl.find_ticket(_model(), _data(), method="learned", **opts).lottery.final)
-    one_shot = _masks(kl.find_ticket(_model(), _data(), one_shot=True, **opts).lottery.final)
-    assert any(not np.array_equal(learned[n], one_shot[n]) for n in learned)
-    for strategy in ("rearrange", "random_prune"):
-        control = kl.find_ticket(_model(), _data(), method="learned", strategy=strategy, **opts)
-        masks = _masks(control.lottery.final)
-        for n, m in learned.items():  # same count per layer, other positions
-            assert int(masks[n].sum()) == int(m.sum())
-        assert any(not np.array_equal(masks[n], learned[n]) for n in learned), strategy
-    model = _model()
-    theta0 = _local(_theta0(model))
-    starts = StartWeights()
-    reinit = kl.find_ticket(
-        model, _data(), method="learned", strategy="reinit", callbacks=[starts], **opts
-    )
-    for name, m in _masks(reinit.lottery.final).items():  # the learned masks ...
-        np.testing.assert_array_equal(m, learned[name])
-        start = _local(starts.kernels)[name]  # ... on fresh weights, pruned ones at 0
-        assert not np.any(start[~m]) and not np.allclose(start[m], theta0[name][m])
+#: One learned search shared by the tests below (what they vary is said in each).
+OPTS = dict(rounds=3, rate=0.5, seed=0, method="learned", **FAST)
 
 
 class StartWeights(keras.callbacks.Callback):
@@ -168,8 +109,76 @@ class StartWeights(keras.callbacks.Callback):
             self.kernels = {pw.name: np.array(pw.kernel) for pw in self.model.prunable_weights()}
 
 
+@pytest.fixture(scope="module")
+def learned():
+    """The shared search: its ticket, θ0 and the probe that watched its trainings."""
+    model = _model()
+    theta0 = _theta0(model)
+    probe = TicketProbe(theta0)
+    ticket = kl.find_ticket(model, _data(), callbacks=[probe], **OPTS)
+    return ticket, theta0, probe
+
+
 @pytest.mark.backends
-def test_learned_search_resumes_between_its_phases(tmp_path):
+def test_learned_masks_keep_imps_counts_and_the_ticket_trains_from_theta0(learned):
+    ticket, theta0, probe = learned
+    record = ticket.lottery
+    assert len(record.rounds) == 2  # the mask phase, the ticket
+    assert [r.iterations for r in record.rounds] == [STEPS, STEPS]
+    for name, m in _masks(record.final).items():  # IMP's counts after 3 prunings
+        rate = 0.25 if name.startswith("out/") else 0.5  # the output layer at half the rate
+        assert int(m.sum()) == keep_count(m.size, rate, 3), name
+    assert probe.ticket_trainings == 1 and probe.steps == STEPS  # the final training only
+    for pw in ticket.prunable_weights():  # masks never regrow: stored zeros where pruned
+        assert not np.any(np.asarray(pw.kernel)[~np.asarray(pw.mask)])
+    for path, values in theta0.items():  # the rewind point is θ0, exactly
+        np.testing.assert_array_equal(record.rewind_weights[path], values)
+    assert record.cost.method == "learned" and record.cost.x_imp == pytest.approx(2 / 4)
+
+
+@pytest.mark.backends
+def test_global_scope_keeps_imps_total():
+    record = kl.find_ticket(_model(), _data(), **{**OPTS, "scope": "global"}).lottery
+    masks = _masks(record.final)
+    total = sum(m.size for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == keep_count(total, 0.5, 3)
+
+
+@pytest.mark.backends
+def test_same_seed_same_learned_masks_and_a_short_phase(learned):
+    again = kl.find_ticket(_model(), _data(), **OPTS).lottery
+    for name, m in _masks(learned[0].lottery.final).items():
+        np.testing.assert_array_equal(m, _masks(again.final)[name])
+    half = kl.find_ticket(_model(), _data(), **{**OPTS, "mask_phase": 0.5}).lottery
+    assert [r.iterations for r in half.rounds] == [STEPS // 2, STEPS]
+    longer = kl.find_ticket(_model(), _data(), **{**OPTS, "mask_phase": 2.5}).lottery
+    assert [r.iterations for r in longer.rounds] == [STEPS * 5 // 2, STEPS]
+
+
+@pytest.mark.backends
+def test_learned_masks_differ_from_magnitude_and_the_controls_apply(learned):
+    masks = _masks(learned[0].lottery.final)
+    imp_opts = {k: v for k, v in OPTS.items() if k != "method"}
+    one_shot = _masks(kl.find_ticket(_model(), _data(), one_shot=True, **imp_opts).lottery.final)
+    assert any(not np.array_equal(masks[n], one_shot[n]) for n in masks)
+    for strategy in ("rearrange", "random_prune"):
+        control = kl.find_ticket(_model(), _data(), strategy=strategy, **OPTS)
+        moved = _masks(control.lottery.final)
+        for n, m in masks.items():  # same count per layer, other positions
+            assert int(moved[n].sum()) == int(m.sum())
+        assert any(not np.array_equal(moved[n], masks[n]) for n in masks), strategy
+    model = _model()
+    theta0 = _local(_theta0(model))
+    starts = StartWeights()
+    reinit = kl.find_ticket(model, _data(), strategy="reinit", callbacks=[starts], **OPTS)
+    for name, m in _masks(reinit.lottery.final).items():  # the learned masks ...
+        np.testing.assert_array_equal(m, masks[name])
+        start = _local(starts.kernels)[name]  # ... on fresh weights, pruned ones at 0
+        assert not np.any(start[~m]) and not np.allclose(start[m], theta0[name][m])
+
+
+@pytest.mark.backends
+def test_learned_search_resumes_between_its_phases(learned, tmp_path):
     class Interrupt(keras.callbacks.Callback):
         calls = 0
 
@@ -178,13 +187,12 @@ def test_learned_search_resumes_between_its_phases(tmp_path):
             if Interrupt.calls == 2:  # die as the ticket starts training
                 raise KeyboardInterrupt
 
-    opts = dict(rounds=3, rate=0.5, seed=1, method="learned", **FAST)
-    full = kl.find_ticket(_model(), _data(), **opts)
+    full = learned[0]
     with pytest.raises(KeyboardInterrupt):
-        kl.find_ticket(_model(), _data(), run_dir=tmp_path, callbacks=[Interrupt()], **opts)
+        kl.find_ticket(_model(), _data(), run_dir=tmp_path, callbacks=[Interrupt()], **OPTS)
     manifest = json.loads((tmp_path / "checkpoint.json").read_text())
     assert manifest["completed_round"] == 0  # the mask phase is committed
-    resumed = kl.find_ticket(_model(), _data(), run_dir=tmp_path, **opts)
+    resumed = kl.find_ticket(_model(), _data(), run_dir=tmp_path, **OPTS)
     assert [r.iterations for r in resumed.lottery.rounds] == [STEPS, STEPS]
     for n, m in _masks(full.lottery.final).items():
         np.testing.assert_array_equal(m, _masks(resumed.lottery.final)[n])
@@ -221,8 +229,9 @@ def test_learned_masks_on_the_model_matrix(name):
 def test_learned_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="early_bird"):
         kl.find_ticket(_model(), _data(), method="learned", early_bird=True, **FAST)
-    with pytest.raises(ValueError, match="mask_phase must be in"):
-        kl.find_ticket(_model(), _data(), method="learned", mask_phase=0.0, **FAST)
+    for phase in (0.0, 5.0):
+        with pytest.raises(ValueError, match="mask_phase must be in"):
+            kl.find_ticket(_model(), _data(), method="learned", mask_phase=phase, **FAST)
     with pytest.raises(ValueError, match="granularity='weight'"):
         kl.find_ticket(_model(), _data(), method="learned", granularity="unit", **FAST)
     with pytest.raises(ValueError, match="method must be one of"):

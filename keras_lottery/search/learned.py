@@ -11,7 +11,7 @@ mask phase, round 0 of the search):
    above it that ramps from all of them to the asked count, and ``beta``
    anneals from 1 to 200, so each gate ends at 0 or 1;
 2. weights and scores train together with the model's own optimizer, loss and
-   data stream, for ``mask_phase`` of one training;
+   data stream, for ``mask_phase`` trainings (default 1; 0.5 to 4);
 3. the masks keep exactly the highest scores: per layer the count IMP's
    ``rounds`` prunings would keep (``scope="global"``: that total over all
    layers), so a learned ticket and an IMP ticket of the same options have the
@@ -33,6 +33,7 @@ the weights trained (see experiments/README.md, section 9).
 
 from __future__ import annotations
 
+import math
 import time
 
 import keras
@@ -158,12 +159,15 @@ def learn_round(ticket, trainer, opts: SearchOptions, state, weights, rates, cal
     if isinstance(rewind_to, int) and rewind_to > 0:
         snapshot = WeightSnapshot(state, rewind_to)
         extra.insert(0, snapshot)
-    if steps < total or trainer.stop_at is not None:
+    epochs = trainer.epochs
+    if steps > total:  # a phase longer than one training: more passes over the same stream
+        epochs = math.ceil(trainer.epochs * steps / total)
+    if steps != total or trainer.stop_at is not None:
         extra.append(StopAtIteration(steps))
     t0 = time.perf_counter()
     history = gated.fit(
         trainer.stream(),
-        epochs=trainer.epochs,
+        epochs=epochs,
         steps_per_epoch=trainer.steps_per_epoch,
         callbacks=extra,
         verbose=trainer.verbose,
