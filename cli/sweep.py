@@ -95,9 +95,7 @@ def sweep(
     values, and the jobs are their cartesian product.  With --ray the runs root
     must be a path every node shares; an interrupted sweep resumes when run again.
     """
-    from keras_lottery.runs.directory import (
-        executors,
-    )  # imports Keras and its backend: not at start-up
+    from keras_lottery.runs import executors  # imports Keras and its backend: not at start-up
     from keras_lottery.runs.sweep import load_sweep
 
     with user_errors():

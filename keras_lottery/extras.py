@@ -13,15 +13,14 @@ import importlib.util
 import sys
 from types import ModuleType
 
-#: Module -> the extra that installs it.
+#: Module -> the extra that installs it (every module the library imports through
+#: :func:`require` or checks with :func:`check_installed`).
 EXTRA = {
     "tensorflow": "tensorflow",
     "tensorflow_datasets": "tensorflow",
     "tensorflow_model_optimization": "tensorflow",
-    "tf_keras": "tensorflow",
     "ai_edge_litert": "tensorflow",
     "ray": "ray",
-    "keras_hub": "hub",
 }
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
+from keras_lottery.data.splits import resolve_splits
 from keras_lottery.options import UNSET
 from keras_lottery.search import checks, masking, reset, resume, training
 from keras_lottery.search import options as search_options
@@ -54,7 +55,7 @@ def test_search_options_gather_the_groups_and_make_the_config():
 
 def test_checks_split_the_data_and_refuse_labels_out_of_range():
     x, y = np.zeros((10, 6), "float32"), np.arange(10) % 3
-    (train, validation, test) = checks.resolve_data((x, y), None, 0.2, None, None)
+    (train, validation, test) = resolve_splits((x, y), None, 0.2, None, None)
     assert len(train[0]) == 8 and len(validation[0]) == 2 and test is None
     ticket = kl.make_prunable(mlp())
     ticket.compile_from_config(mlp().get_compile_config())

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_lottery.callbacks import labels_like, resolve_loss
+from keras_lottery.extras import tensorflow
 
 
 def gradients(fn: Callable[[], object], variables: Sequence) -> list[np.ndarray]:
@@ -96,8 +97,7 @@ def _numpy(values) -> list[np.ndarray]:
 class _TF:
     @staticmethod
     def grad(fn, variables):
-        import tensorflow as tf
-
+        tf = tensorflow("Gradients on the TensorFlow backend")
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in variables])
             out = fn()
@@ -105,8 +105,7 @@ class _TF:
 
     @staticmethod
     def hvp(fn, variables, vectors):
-        import tensorflow as tf
-
+        tf = tensorflow("Hessian-vector products on the TensorFlow backend")
         values = [v.value for v in variables]
         with tf.GradientTape(watch_accessed_variables=False) as outer:
             outer.watch(values)

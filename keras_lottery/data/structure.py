@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_lottery.extras import is_tf_dataset
+
 Nest = Any  # an array, or a dict / list / tuple of arrays
 
 
@@ -184,3 +186,16 @@ def check_outputs(model: keras.Model, y: Nest, y_pred: Nest, what: str) -> None:
 def _losses_cover(model, y) -> bool:
     loss = getattr(model, "loss", None)
     return isinstance(loss, dict) and set(loss) <= set(y)
+
+
+def build_on_data(model: keras.Model, train) -> None:
+    """Build a subclassed model that has no variables yet by calling it on one example."""
+    if not isinstance(model, keras.Model) or (model.built and model.weights):
+        return
+    if is_tf_dataset(train):
+        x = next(iter(train.take(1)))[0]
+    elif isinstance(train, keras.utils.PyDataset):
+        x = train[0][0]
+    else:
+        x = take(train[0], slice(0, 1))
+    model(x, training=False)

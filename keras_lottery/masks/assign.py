@@ -27,13 +27,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_lottery.extras import tensorflow
+
 
 def _tf_variable(variable):
     """The ``tf.Variable`` behind a Keras variable on TensorFlow, else None."""
     if keras.backend.backend() != "tensorflow":
         return None
-    import tensorflow as tf
-
+    tf = tensorflow("Assigning a variable on the TensorFlow backend")
     target = getattr(variable, "value", variable)
     return target if isinstance(target, tf.Variable) else None
 

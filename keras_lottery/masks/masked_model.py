@@ -38,6 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lottery.extras import tensorflow
 from keras_lottery.masks.assign import assign
 from keras_lottery.masks.coverage import (
     PRUNED,
@@ -371,8 +372,7 @@ def _strategy_scope(model):
     strategy = getattr(model, "_distribute_strategy", None)  # TensorFlow's trainer only
     if strategy is None:
         return contextlib.nullcontext()
-    import tensorflow as tf
-
+    tf = tensorflow("A model created under a tf.distribute strategy")
     if tf.distribute.has_strategy():
         return contextlib.nullcontext()
     return strategy.scope()

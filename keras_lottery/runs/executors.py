@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from keras_lottery.extras import MissingExtraError, require
 from keras_lottery.runs import directory as runs
 from keras_lottery.runs.sweep import Sweep, load_sweep
 
 #: Each job's output (and, on failure, its reason in the last line) goes here.
 LOG_FILE = "sweep.log"
 #: The one-line hint when Ray is asked for but not installed.
-RAY_HINT = 'Ray is not installed: pip install "keras-lottery[ray]"'
 #: Name of the Ray tasks that run jobs (their worker's process title is ``ray::<name>``).
 RAY_TASK_NAME = "keras-lottery-job"
 
@@ -294,10 +294,9 @@ class LocalProcesses:
 
 def _ray():
     try:
-        import ray
-    except ImportError:
-        raise ExecutorError(RAY_HINT) from None
-    return ray
+        return require("ray", "Running a sweep on Ray")
+    except MissingExtraError as e:
+        raise ExecutorError(str(e)) from None
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

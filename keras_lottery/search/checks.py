@@ -1,4 +1,4 @@
-"""Before a search trains: its data resolved and checked against the model, and the model.
+"""Before a search trains: its data and its model checked against each other.
 
 Everything here runs once, before round 0, so that a mistake (an uncompiled
 model, NaN inputs, labels out of range, a loss that does not fit the outputs,
@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 from keras_lottery.data import structure
-from keras_lottery.data.datasets import Dataset, load_dataset
 from keras_lottery.extras import is_tf_dataset
 from keras_lottery.masks.coverage import REASONS
 from keras_lottery.search.options import SearchOptions
@@ -55,52 +54,6 @@ def _warn_dense(ticket) -> None:
             "keras_lottery.coverage(model) prints the full table.",
             stacklevel=4,
         )
-
-
-def build_on_data(model, train) -> None:
-    """Build a subclassed model that has no variables yet by calling it on one example."""
-    if not isinstance(model, keras.Model) or (model.built and model.weights):
-        return
-    if is_tf_dataset(train):
-        x = next(iter(train.take(1)))[0]
-    elif isinstance(train, keras.utils.PyDataset):
-        x = train[0][0]
-    else:
-        x = structure.take(train[0], slice(0, 1))
-    model(x, training=False)
-
-
-def resolve_data(data, validation_data, validation_split, test_data, data_dir):
-    if data is None or isinstance(data, str):
-        data = load_dataset(data or "mnist-5k", data_dir=data_dir)
-    if isinstance(data, Dataset):
-        test_data = test_data or (data.x_test, data.y_test)
-        data = (data.x_train, data.y_train)
-    if is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset):
-        if validation_split is not None:
-            raise ValueError(
-                "validation_split needs (x, y) arrays; pass validation_data with a "
-                f"{type(data).__name__}."
-            )
-        return data, validation_data, test_data
-    if not (isinstance(data, tuple | list) and len(data) == 2):
-        raise TypeError(
-            "data must be (x, y) arrays (x and y may be dicts/lists of arrays), a "
-            "tf.data.Dataset, a keras.utils.PyDataset, a keras_lottery.data.datasets.Dataset or a "
-            f"dataset name; got {type(data).__name__}"
-            + (f" of length {len(data)}" if isinstance(data, tuple | list) else "")
-            + "."
-        )
-    x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
-    n = structure.num_examples(x, y)
-    if validation_split:
-        n_val = int(round(n * validation_split))
-        validation_data = (
-            structure.take(x, slice(n - n_val, n)),
-            structure.take(y, slice(n - n_val, n)),
-        )
-        x, y = structure.take(x, slice(0, n - n_val)), structure.take(y, slice(0, n - n_val))
-    return (x, y), validation_data, test_data
 
 
 def check_data(model, data, what):

@@ -30,6 +30,8 @@ from keras_lottery.criteria.early_bird import EarlyBird
 from keras_lottery.data import structure
 from keras_lottery.data.datasets import check_finite
 from keras_lottery.data.distributed import is_chief
+from keras_lottery.data.splits import resolve_splits
+from keras_lottery.data.structure import build_on_data
 from keras_lottery.masks.convert import make_prunable
 from keras_lottery.options import GRANULARITIES as GRANULARITIES  # the choices, also here
 from keras_lottery.options import SCOPES as SCOPES
@@ -40,11 +42,9 @@ from keras_lottery.records.cost import Cost, ImpBaseline, Ledger
 from keras_lottery.records.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.records.record import LotteryRecord
 from keras_lottery.search.checks import (
-    build_on_data,
     check_compiled,
     check_data,
     check_model,
-    resolve_data,
 )
 from keras_lottery.search.learned import learn_round
 from keras_lottery.search.masking import prune_round, rates_per_layer
@@ -359,7 +359,7 @@ def _prepare(model, data, opts: SearchOptions, validation_data, test_data, data_
     if seed is not None:
         set_random_seed(seed)
     data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
-    train, validation_data, test_data = resolve_data(
+    train, validation_data, test_data = resolve_splits(
         data, validation_data, opts.validation_split, test_data, data_dir
     )
     check_finite(train, opts.training.steps)

@@ -81,10 +81,13 @@ def _next_masks(
         masks = PackedMasks(masks)
         return magnitude.rearrange(masks, rng) if strategy == "rearrange" else masks
     current = {w.name: np.array(w.mask) for w in weights}
-    keep = {n: magnitude.keep_count(m.size, rates[n], target_round) for n, m in current.items()}
-    if keep_current:
-        keep = {n: int(m.sum()) for n, m in current.items()}
     if strategy == "random_prune" and granularity == "weight":
+        if keep_current:
+            keep = {n: int(m.sum()) for n, m in current.items()}
+        else:
+            keep = {
+                n: magnitude.keep_count(m.size, rates[n], target_round) for n, m in current.items()
+            }
         return magnitude.random_prune(current, keep, rng)
     trained = {w.name: np.array(w.kernel) for w in weights}
     if strategy == "random_prune":  # random units / random N:M groups
@@ -98,7 +101,7 @@ def _next_masks(
         }
     elif granularity == "unit":
         masks = _unit_masks(weights, trained, current, rates, target_round, criterion)
-    elif scope == "global":
+    else:  # single weights over the whole model (per layer is the fast path above)
         total = sum(m.size for m in current.values())
         kept = magnitude.keep_count(total, next(iter(rates.values())), target_round)
         if scores is None:
@@ -106,8 +109,6 @@ def _next_masks(
         else:
             ranked = {n: np.asarray(scores[n], dtype="float64") for n in current}
             masks = magnitude.top_k_global(ranked, current, kept)
-    else:
-        masks = magnitude.magnitude_layerwise(trained, current, keep)
     if strategy == "rearrange" and granularity == "unit":
         masks = _rearrange_units(weights, masks, rng)
     elif strategy == "rearrange":
