@@ -304,38 +304,41 @@ def _mean_accuracy(rows, seeds) -> float:
 
 
 def _plot(groups) -> None:
+    """One panel per (training length, sparsity) of LeNet: accuracy against cost, per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(k[0], k[1], k[2]) for k in groups if k[0] == "lenet"})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
-    for ax, (net, steps, rounds) in zip(axes[0], keys):
-        for method in METHODS:
-            rs = groups.get((net, steps, rounds, method))
-            if not rs:
-                continue
-            x = np.mean([r["training_equivalents"] for r in rs])
-            y = np.mean([100 * r["early_stop_test_accuracy"] for r in rs])
-            ax.scatter([x], [y], label=method)
+    keys = {(k[1], k[2]) for k in groups if k[0] == "lenet"}
+    lengths, rounds = sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+    fig, axes = plt.subplots(
+        len(lengths), len(rounds), figsize=(4.2 * len(rounds), 3.8 * len(lengths)), squeeze=False
+    )
+    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    for (i, steps), (j, r) in ((a, b) for a in enumerate(lengths) for b in enumerate(rounds)):
+        ax = axes[i][j]
+        found = {m: groups.get(("lenet", steps, r, m)) for m in METHODS}
+        found = {m: rs for m, rs in found.items() if rs}
+        if not found:
+            ax.axis("off")
+            continue
+        for method, rs in found.items():
+            x = np.mean([row["training_equivalents"] for row in rs])
+            y = np.mean([100 * row["early_stop_test_accuracy"] for row in rs])
+            ax.scatter([x], [y], color=colors[method])
             ax.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        pm = np.mean(
-            [
-                r["percent_remaining"]
-                for rs in groups.values()
-                for r in rs
-                if (r["net"], r["steps"], r["rounds"]) == (net, steps, rounds)
-            ]
-        )
+        pm = np.mean([row["percent_remaining"] for rs in found.values() for row in rs])
         ax.set_xscale("log")
-        ax.set_title(f"LeNet-300-100, {pm:.1f}% of weights")
+        ax.set_xticks([1, 2, 4, 8, 16])
+        ax.set_xticklabels(["1", "2", "4", "8", "16"])
+        ax.set_title(f"LeNet-300-100, {pm:.1f}% of weights,\n{steps:,} iterations a training")
         ax.set_xlabel("cost (training-equivalents, log)")
         ax.set_ylabel("test accuracy % (early stop)")
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / "cheap_tickets.png.tmp"
-    fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(tmp, dpi=100, format="png")
     tmp.replace(RESULTS / "cheap_tickets.png")
 
 
@@ -381,9 +384,9 @@ def main(argv=None):
     conv_args.eval_every = args.conv_eval_every or args.eval_every
     if args.imp_from_section_8:
         for seed in args.seeds:
-            if ("lenet", "imp", max(args.rounds), seed, args.steps) not in done:
-                with open(args.out, "a") as f:
-                    for row in stored_imp(seed, args):
+            with open(args.out, "a") as f:
+                for row in stored_imp(seed, args):
+                    if ("lenet", "imp", row["rounds"], seed, args.steps) not in done:
                         f.write(json.dumps(row) + "\n")
         done = _done(args.out)
     for net, method, rounds, seed in plan(args):
