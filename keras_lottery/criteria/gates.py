@@ -41,9 +41,9 @@ SCORE_SCALE = 0.01
 def initial_scores(kernel: np.ndarray, alive: np.ndarray) -> np.ndarray:
     """Scores at the start: ``|θ0|`` scaled per layer, small; pruned positions at -1.
 
-    The magnitude only orders the first steps (it is ~1% of what the scores
-    move); a weight pruned already gets no gradient, and its score stays below
-    the others'.
+    Scaled to a standard deviation of ``SCORE_SCALE``, the magnitude breaks
+    ties and orders the first steps; training moves the scores further.  A
+    weight pruned already gets no gradient, and its score stays below the others'.
     """
     values = np.abs(np.asarray(kernel, dtype="float32"))
     std = float(values[alive].std()) if alive.any() else 0.0
@@ -57,7 +57,7 @@ def schedule(progress, final_sparsity: float, ramp: float = RAMP, beta_final: fl
     Sparsity ramps cubically from 0 to ``final_sparsity`` over the first
     ``ramp`` of the phase; ``beta`` grows geometrically from 1 to ``beta_final``.
     """
-    t = ops.clip(progress, 0.0, 1.0)
+    t = ops.clip(ops.convert_to_tensor(progress, "float32"), 0.0, 1.0)
     r = ops.minimum(t / ramp, 1.0)
     sparsity = final_sparsity * (1.0 - (1.0 - r) ** 3)
     beta = ops.power(beta_final, t)

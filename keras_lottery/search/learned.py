@@ -25,10 +25,11 @@ Continuous Sparsification (Savarese et al., NeurIPS 2020), which trains the
 weights with the gates, with the gate's threshold placed at the asked sparsity
 instead of CS's L1 penalty: the mask lands on the sparsity asked without
 searching a penalty, which is what a one-argument fast path needs.  Scores
-learned on weights held at θ0 (GEM-MINER, edge-popup) made worse tickets here:
-on LeNet-300-100 at 3.6% of the weights, 3,000 iterations per phase, the
-ticket from frozen-weight gates reached 95.6% test accuracy against 98.1% with
-the weights trained (see experiments/README.md, section 9).
+learned on weights held at θ0 (GEM-MINER, edge-popup) choose a mask for the
+untrained weights, not for what training makes of them; in a prototype on
+LeNet-300-100 at 3.6% of the weights such tickets trailed those of gates
+trained with the weights by points, so that variant is not offered.  Results:
+experiments/README.md, section 9.
 """
 
 from __future__ import annotations
