@@ -163,6 +163,41 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return manifest
 
 
+def check_files(run_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    """Check that every file the manifest commits exists and matches its SHA-256.
+
+    Raises:
+        CorruptCheckpointError: naming the first file that is missing or altered.
+    """
+    for name, digest in manifest["files"].items():
+        file = Path(run_dir) / name
+        if not file.is_file() or file_sha256(file) != digest:
+            raise CorruptCheckpointError(
+                f"Checkpoint file {file} is missing or corrupt (checksum mismatch)"
+            )
+
+
+def verified_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of ``run_dir`` once its format and every committed file check out.
+
+    ``None`` if no round is committed.
+
+    Raises:
+        CorruptCheckpointError: an unreadable manifest, another layout, or a
+            committed file missing or altered (the message names it).
+    """
+    manifest = read_manifest(run_dir)
+    if manifest is not None:
+        _check_format(Path(run_dir), manifest)
+        check_files(run_dir, manifest)
+    return manifest
+
+
+def stores_weights(manifest: Mapping[str, Any]) -> bool:
+    """True if the committed round stored its weights (kept-trained strategies, the ticket)."""
+    return f"{_round_dir(manifest['completed_round'])}/{WEIGHTS_FILE}" in manifest["files"]
+
+
 def committed_record(run_dir: str | os.PathLike) -> LotteryRecord | None:
     """The :class:`LotteryRecord` (with masks) of the last committed round, or ``None``."""
     manifest = read_manifest(run_dir)
@@ -421,13 +456,11 @@ class RunCheckpoint:
         _check_format(self.dir, manifest)
         self._check_identity(manifest)
         _check_batch_order(self.dir, manifest)
-        for name, digest in manifest["files"].items():
-            file = self.dir / name
-            if not file.exists() or file_sha256(file) != digest:
-                raise CorruptCheckpointError(
-                    f"Checkpoint file {file} is missing or corrupt (checksum mismatch); "
-                    f"delete {self.dir} to start the run again."
-                )
+        try:
+            check_files(self.dir, manifest)
+        except CorruptCheckpointError as e:
+            hint = f"delete {self.dir} to start the run again"
+            raise CorruptCheckpointError(f"{e}; {hint}.") from None
         self._state_digest = manifest["files"][STATE_FILE]
         r = int(manifest["completed_round"])
         sub = _round_dir(r)

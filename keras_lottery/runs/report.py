@@ -27,13 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keras_lottery.records.files import atomic_write
 from keras_lottery.records.record import RoundRecord
 from keras_lottery.runs.directory import (
     RunError,
+    damage_message,
     list_runs,
     load_config,
     non_default,
     readable_runs,
+    ticket_problem,
 )
 
 #: Varying settings that never split runs into groups (they are averaged over).
@@ -47,6 +50,9 @@ class RunData:
     path: Path
     config: dict[str, Any]
     rounds: list[RoundRecord]
+    #: a finished run whose ticket is damaged: what is wrong and what to do (its
+    #: rounds' metrics are the checkpoint's, intact)
+    damaged: str | None = None
 
 
 @dataclass
@@ -105,7 +111,13 @@ def load_runs(
     """
     if not list_runs(paths):
         raise RunError(f"No run directories (with config.json) in {', '.join(map(str, paths))}.")
-    return readable_runs(paths, lambda d: RunData(d, load_config(d), _read_rounds(d)), on_error)
+    return readable_runs(paths, _read_run, on_error)
+
+
+def _read_run(run_dir: Path) -> RunData:
+    problem = ticket_problem(run_dir)
+    damaged = None if problem is None else damage_message(run_dir, problem)
+    return RunData(run_dir, load_config(run_dir), _read_rounds(run_dir), damaged)
 
 
 def group_keys(runs: Sequence[RunData]) -> list[str]:
@@ -309,7 +321,7 @@ def plot(rows: Sequence[Row], out_dir: str | os.PathLike, dpi: int = 120) -> dic
             ax.legend()
             fig.tight_layout()
             path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=dpi)
+            atomic_write(path, lambda f, fig=fig: fig.savefig(f, format="png", dpi=dpi))
         finally:
             plt.close(fig)
         figures[name] = Figure(path, lines)
