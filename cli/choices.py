@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
 MODELS = ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "xor")
 EXPORT_FORMATS = (
     "keras",
+    "keras-int8",
     "saved_model",
     "tflite",
     "tflite-int8",

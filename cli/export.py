@@ -43,7 +43,13 @@ from .output import output_option
     is_flag=True,
     help="Export a smaller dense model: dead units folded away (Dense/Conv chains).",
 )
-def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact):
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Fix the batch of the SavedModel/TFLite signature (1 for latency: no per-call "
+    "shape ops) [any batch].",
+)
+def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact, batch_size):
     """Export the ticket of the finished run RUN_DIR (its ticket.keras).
 
     The export is loaded back and compared with the Keras model on the run's
@@ -64,6 +70,7 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact)
             overwrite=overwrite,
             rnn=rnn,
             compact=compact,
+            batch_size=batch_size,
         )
         click.echo(report.summary())
         if Path(f"{report.path}.sha256").is_file():

@@ -151,8 +151,10 @@ def test_compaction_refuses_what_it_cannot_rewrite():
     h = keras.layers.Dense(4, name="a")(inputs)
     res = keras.layers.Add(name="residual")([inputs, h])
     residual = keras.Model(inputs, keras.layers.Dense(2)(res))
-    with pytest.raises(CompactionError, match="'residual' \\(Add\\) takes 2 tensors"):
-        compact(residual)
+    # Not a chain: compacted through its graph, where the input's width stays (and says so).
+    small, report = compact(residual)
+    assert report.units["a"] == (4, 4) and report.effective_sparsity is None
+    assert any("a model input" in k for k in report.kept)
 
     class Sub(keras.Model):
         def __init__(self):
@@ -242,7 +244,11 @@ def test_structured_ticket_of_a_conv_net_prunes_whole_filters_and_compacts(crite
     masks = {w.layer.name: np.array(w.mask) for w in ticket.prunable_weights()}
     assert masks["c1"].any(axis=(0, 1, 2)).sum() == 4  # whole filters: 8 -> 4
     assert masks["dw"].any(axis=(0, 1, 3)).sum() == 4  # depthwise channels
-    assert masks["head"].all()  # the output layer keeps every unit
+    # c1's filter and the depthwise channel it feeds are one unit, removed together.
+    np.testing.assert_array_equal(masks["c1"].any(axis=(0, 1, 2)), masks["dw"].any(axis=(0, 1, 3)))
+    assert masks["head"].any(axis=0).all()  # the output layer keeps every unit
+    # A removed c2 filter is masked where it is read too: its row of the head.
+    np.testing.assert_array_equal(masks["head"].any(axis=1), masks["c2"].any(axis=(0, 1, 2)))
     small, report = compact(ticket)
     np.testing.assert_allclose(_outputs(small, data[0]), _outputs(ticket, data[0]), atol=1e-5)
     assert report.units["c1"][1] <= 4 and report.params_after < report.params_before

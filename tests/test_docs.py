@@ -151,7 +151,12 @@ def run_example(name: str, cwd: Path, *args: str) -> str:
 
 
 def test_every_example_has_a_smoke_test():
-    tested = {"mnist_tflite.py", "sweep_report.py", "applications_ticket.py"}
+    tested = {
+        "mnist_tflite.py",
+        "sweep_report.py",
+        "applications_ticket.py",
+        "compact_custom_layer.py",
+    }
     assert {p.name for p in EXAMPLES} == tested
 
 
@@ -182,6 +187,15 @@ def test_example_applications_ticket(tmp_path):
     # one round of 20% (10% for the classifier): between 79% and 81% remain
     pct = float(re.search(r"([\d.]+)% of the prunable weights remain", out).group(1))
     assert 79.0 <= pct <= 81.0, out
+
+
+@pytest.mark.slow
+def test_example_compact_custom_layer(tmp_path):
+    out = run_example("compact_custom_layer.py", tmp_path)
+    # one round of 50% of the units: the block's 256 hidden units and 64 outputs halve
+    assert "block hidden: 256 -> 128" in out and "block: 64 -> 32" in out, out
+    diff = float(re.search(r"max \|compact - ticket\| on \d+ test digits: (\S+)", out).group(1))
+    assert diff <= 1e-4, out
 
 
 def test_version_comes_from_the_package_metadata():

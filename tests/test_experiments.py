@@ -106,3 +106,17 @@ def test_cheap_tickets_rows_and_table(tiny_mnist, tmp_path):
     table = cheap_tickets.report(path, plot=False)
     row = next(line for line in table.splitlines() if "| learned |" in line)
     assert "| 2.00 | 0.667 | 1 |" in row  # 2 trainings against IMP's 3
+
+
+def test_readme_tables_are_what_tables_py_makes_from_the_stored_results():
+    """Every ``<!-- table:NAME -->`` block of experiments/README.md is regenerated, not typed."""
+    import re
+
+    import tables
+
+    text = (EXPERIMENTS / "README.md").read_text(encoding="utf-8")
+    blocks = dict(re.findall(r"<!-- table:(\S+) -->\n(.*?)\n<!-- /table -->", text, re.S))
+    made = tables.tables()
+    assert blocks, "no table blocks found"
+    stale = [name for name, table in blocks.items() if made.get(name) != table]
+    assert not stale, f"run `python experiments/tables.py --readme`; stale tables: {stale}"

@@ -16,13 +16,26 @@ activations and BatchNormalization keep a constant a constant
 a ``"same"``-padded convolution only when it is 0 (the zero padding would see
 the difference otherwise).
 
-Supported: Sequential and functional *chains* (nested chains are flattened) of
-``Dense``, ``Conv2D`` and ``DepthwiseConv2D`` (depth multiplier 1) with
-element-wise activations, ``BatchNormalization``, ``Dropout``, pooling,
-``Flatten``, ``Activation``/``ReLU``/``LeakyReLU``.  Any other single-input
-layer keeps the width on both of its sides (``report.kept`` says which and
-why).  A graph that is not a chain (residual adds, concatenations, attention,
-several inputs or outputs) or a subclassed model is refused with
+Chains -- Sequential and functional models where each layer takes the output
+of the one before (nested chains are flattened) -- of ``Dense``, ``Conv2D`` and
+``DepthwiseConv2D`` (depth multiplier 1) with element-wise activations,
+``BatchNormalization``, ``Dropout``, pooling, ``Flatten``,
+``Activation``/``ReLU``/``LeakyReLU`` get all of the above; any other
+single-input layer keeps the width on both of its sides (``report.kept`` says
+which and why).
+
+Any other functional graph (residual adds, concatenations, squeeze-and-excitation
+gates, attention, several inputs or outputs) is compacted through its coupled
+units (:mod:`keras_lottery.compact.graph`): channels that must go together --
+through ``Add``/``Multiply``/..., ``Concatenate``, BatchNormalization,
+depthwise, separable and grouped convolutions, pooling, reshapes keeping the
+channel axis, the heads of ``MultiHeadAttention`` and ``GroupQueryAttention``
+-- go as one unit when every weight that reads the unit is zero, which is what
+a ticket of ``granularity="unit"`` leaves.  Widths that cannot change without
+changing the function (a model input or output, the width a
+LayerNormalization normalizes over, a layer without a rule) stay, and
+``report.kept`` says which and why; :func:`keras_lottery.compact.register_rule`
+teaches it other layers.  A subclassed model is refused with
 :class:`CompactionError`.
 
 :func:`effective_sparsity` uses the same analysis: a weight is *effective* if
@@ -34,11 +47,14 @@ through a constant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
+from keras_lottery.compact.graph import Graph, GraphError
+from keras_lottery.compact.rebuild import RebuildError, rebuild, removable
+from keras_lottery.compact.rules import Frozen, rule_for
 from keras_lottery.masks.convert import sparsity
 from keras_lottery.masks.masked_model import MaskedModel
 
@@ -69,6 +85,10 @@ class CompactionError(ValueError):
     """The model is not something :func:`compact` can rewrite (the message says why)."""
 
 
+class _NotAChain(CompactionError):
+    """A functional model that is not a chain: compacted through its graph instead."""
+
+
 @dataclass
 class CompactionReport:
     """What :func:`compact` removed, folded and kept.
@@ -81,6 +101,12 @@ class CompactionReport:
     (``x.reshape(len(x), -1)[:, report.inputs]`` or ``x[..., report.inputs]``).
     ``kept``: layers whose width was kept, and why.  ``max_abs_diff``: largest
     difference from the original model's outputs on random inputs.
+
+    For a model compacted through its graph (not a chain), ``units`` also holds
+    inner axes (``"mha heads"``), ``groups`` the coupled units by name
+    (``(before, after)``; ``"conv2+shortcut"`` for channels joined by a residual
+    add), ``kept`` each coupling's units that stay and why;
+    ``effective_sparsity`` is ``None`` and no constant is folded.
     """
 
     params_before: int
@@ -92,9 +118,10 @@ class CompactionReport:
     dropped_inputs: bool
     kept: list[str]
     sparsity: float
-    effective_sparsity: float
+    effective_sparsity: float | None
     max_abs_diff: float
     passes: int
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def unused_inputs(self) -> int:
@@ -109,17 +136,24 @@ class CompactionReport:
         lines = [
             f"parameters {self.params_before:,} -> {self.params_after:,} "
             f"({self.params_after / max(self.params_before, 1):.1%}); sparsity "
-            f"{self.sparsity:.1%}, effective sparsity {self.effective_sparsity:.1%}"
+            f"{self.sparsity:.1%}"
+            + (
+                ""
+                if self.effective_sparsity is None
+                else f", effective sparsity {self.effective_sparsity:.1%}"
+            )
         ]
         for name, (a, b) in self.units.items():
             folded = (
                 f" ({self.folded[name]} constant units folded)" if self.folded.get(name) else ""
             )
             lines.append(f"  {name}: {a} -> {b}{folded}")
-        lines.append(
-            f"  inputs used: {len(self.inputs)} of {self.input_size}"
-            + (" (the compact model takes only those)" if self.dropped_inputs else "")
-        )
+        if self.input_size:
+            lines.append(
+                f"  inputs used: {len(self.inputs)} of {self.input_size}"
+                + (" (the compact model takes only those)" if self.dropped_inputs else "")
+            )
+        lines += [f"  group {k}: {a} -> {b}" for k, (a, b) in self.groups.items() if a != b]
         lines += [f"  kept: {k}" for k in self.kept]
         lines.append(f"  max |compact - original| on random inputs: {self.max_abs_diff:.3g}")
         return "\n".join(lines)
@@ -134,15 +168,21 @@ def compact(model: keras.Model, allow_input_change: bool = False):
         allow_input_change: also drop the inputs the first layer never uses; the
             compact model then takes ``report.inputs`` of the (flattened) input.
 
+            Chains only: a graph's inputs keep their width.
+
     Returns:
-        ``(compact_model, report)``: a new, uncompiled Keras Sequential model and
-        a :class:`CompactionReport`.
+        ``(compact_model, report)``: a new, uncompiled Keras model (Sequential
+        for a chain, functional for a graph) and a :class:`CompactionReport`.
 
     Raises:
-        CompactionError: the model is not a chain of layers (see the module doc).
+        CompactionError: a subclassed model, or a layer that cannot be re-created
+            at its new width (see the module doc).
     """
     masks, inner = _masks_and_model(model)
-    nodes, input_shape = _chain(inner, masks)
+    try:
+        nodes, input_shape = _chain(inner, masks)
+    except _NotAChain:
+        return _compact_graph(model, inner, masks)
     segments = _segments(nodes, input_shape)
     effective = _effective(segments)
     before = {n.layer.name: _width(n) for n in nodes if n.weighted}
@@ -227,6 +267,80 @@ def unit_outgoing(model: keras.Model, kernels: dict[str, np.ndarray]) -> dict[st
     return out
 
 
+# -- a graph that is not a chain ------------------------------------------------------
+
+
+def _compact_graph(model, inner: keras.Model, masks):
+    """:func:`compact` through the coupled units of a functional graph."""
+    try:
+        graph = Graph(inner)
+    except GraphError as e:
+        raise CompactionError(str(e)) from None
+    cache: dict[int, np.ndarray] = {}
+
+    def values(variable) -> np.ndarray:
+        if id(variable) not in cache:
+            value = np.array(variable)
+            if masks is not None and id(variable) in masks:
+                value = np.where(masks[id(variable)], value, 0).astype(value.dtype)
+            cache[id(variable)] = value
+        return cache[id(variable)]
+
+    keep = ~removable(graph, values)
+    try:
+        rebuilt = rebuild(graph, keep, values)
+    except RebuildError as e:
+        raise CompactionError(str(e)) from None
+    diff, scale = _check_graph(inner if masks is None else model, rebuilt.model, graph.inputs)
+    if not diff <= 1e-3 * (1.0 + scale):
+        raise CompactionError(
+            f"The compacted model's outputs differ from the original's by {diff:.3g} (outputs "
+            f"up to {scale:.3g}): a slicing rule is wrong. Export the ticket without "
+            "compaction, and report the model."
+        )
+    report = CompactionReport(
+        params_before=int(inner.count_params()),
+        params_after=int(rebuilt.model.count_params()),
+        units=rebuilt.units,
+        folded={},
+        inputs=[],
+        input_size=0,
+        dropped_inputs=False,
+        kept=rebuilt.kept,
+        sparsity=float(sparsity(model)["overall"]),
+        effective_sparsity=None,
+        max_abs_diff=diff,
+        passes=1,
+        groups=rebuilt.groups,
+    )
+    return rebuilt.model, report
+
+
+def _random_inputs(tensors, rng) -> list[np.ndarray]:
+    out = []
+    for t in tensors:
+        shape = (4, *(d if d is not None else 8 for d in t.shape[1:]))
+        if "int" in str(t.dtype) or "bool" in str(t.dtype):
+            out.append(rng.integers(0, 2, size=shape).astype(str(t.dtype)))
+        else:
+            out.append(rng.normal(size=shape).astype(str(t.dtype)))
+    return out
+
+
+def _check_graph(reference, new: keras.Model, inputs) -> tuple[float, float]:
+    """Largest ``|new - reference|`` over every output on random inputs, and the outputs' scale."""
+    x = _random_inputs(inputs, np.random.default_rng(0))
+    x = keras.tree.pack_sequence_as(new._inputs_struct, x)
+    expected = keras.tree.flatten(reference(x, training=False))
+    got = keras.tree.flatten(new(x, training=False))
+    diff, scale = 0.0, 0.0
+    for e, g in zip(expected, got):
+        e, g = keras.ops.convert_to_numpy(e), keras.ops.convert_to_numpy(g)
+        diff = max(diff, float(np.abs(e.astype(np.float64) - g).max()))
+        scale = max(scale, float(np.abs(e).max()))
+    return diff, scale
+
+
 # -- the chain --------------------------------------------------------------------
 
 
@@ -283,7 +397,7 @@ def _layers_of(model: keras.Model) -> list:
         )
     outputs = keras.tree.flatten(model.outputs)
     if len(model.inputs) != 1 or len(outputs) != 1:
-        raise CompactionError(
+        raise _NotAChain(
             f"Model '{model.name}' has {len(model.inputs)} inputs and {len(outputs)} outputs; "
             "compaction handles chains with one input and one output."
         )
@@ -293,14 +407,14 @@ def _layers_of(model: keras.Model) -> list:
         node = op._inbound_nodes[node_index]
         if len(node.input_tensors) != 1:
             names = [t._keras_history[0].name for t in node.input_tensors]
-            raise CompactionError(
+            raise _NotAChain(
                 f"'{op.name}' ({type(op).__name__}) takes {len(node.input_tensors)} tensors "
                 f"(from {names}): compaction handles chains of layers, not residual adds, "
                 "concatenations or attention; export the ticket without compaction, or "
                 "compact a chain model."
             )
         if not isinstance(op, keras.layers.Layer):
-            raise CompactionError(
+            raise _NotAChain(
                 f"'{op.name}' is a raw operation ({type(op).__name__}), not a layer: wrap it "
                 "in a layer, or export the ticket without compaction."
             )
@@ -372,11 +486,11 @@ def _chain(model: keras.Model, masks) -> tuple[list[_Node], tuple]:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if sum(1 for other in layers if other is layer) > 1:
-            raise CompactionError(
-                f"Layer '{layer.name}' is used twice; compaction needs each once."
-            )
+            raise _NotAChain(f"Layer '{layer.name}' is used twice; compaction needs each once.")
         out_shape = tuple(layer.compute_output_shape(in_shape))
         kind, why = _classify(layer, in_shape)
+        if kind == "barrier" and not isinstance(rule_for(layer), Frozen | None):
+            raise _NotAChain(f"{why}, but its graph rule can: compacted as a graph")
         params = []
         for w in layer.weights:
             value = np.array(w)

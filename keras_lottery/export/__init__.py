@@ -68,6 +68,7 @@ def export(
     sparse: bool | str = "auto",
     rnn: str | None = None,
     compact: bool = False,
+    batch_size: int | None = None,
 ) -> ExportReport:
     """Strip ``model``'s masks, write it in ``format``, load it back and check it.
 
@@ -80,7 +81,9 @@ def export(
             existing folder gets ``<name><suffix>`` inside it.  Default:
             ``saved_models/<name>/<name><suffix>`` under the current directory,
             with the suffixes of :data:`FORMATS` (``.tflite``, ``.int8.tflite``...).
-        format: ``"keras"`` (the stripped model), ``"saved_model"`` (TF
+        format: ``"keras"`` (the stripped model), ``"keras-int8"`` (the
+            stripped model through Keras's ``model.quantize("int8")``: int8
+            Dense/EinsumDense/Embedding kernels, any backend), ``"saved_model"`` (TF
             SavedModel), ``"tflite"`` (float32, sparse tensors), ``"tflite-int8"``
             (dynamic-range int8 weights), ``"tflite-float16"``, or
             ``"tflite-int8-full"`` (int8 weights, activations and I/O; needs
@@ -111,6 +114,13 @@ def export(
             outputs removed, so the file holds a smaller *dense* network that
             computes the same function and runs faster (chains of Dense/Conv
             layers; other models are refused with the reason).
+        batch_size: fix the batch dimension of the SavedModel / TFLite
+            signature (``None``, default: any batch).  For latency exports
+            ``batch_size=1``: with an unknown batch, reshapes such as
+            ``Flatten``'s compute their shape in every call (``SHAPE``,
+            ``STRIDED_SLICE``, ``PACK`` outside the XNNPack delegate,
+            ``report.undelegated_ops`` lists them); a fixed batch makes them
+            constants.  The file then takes exactly ``batch_size`` examples per call.
 
     On the JAX or torch backend, ``"saved_model"`` and the TFLite formats are
     written by TensorFlow in a subprocess (``report.route`` says so);
@@ -138,6 +148,14 @@ def export(
         raise ValueError(f"Unknown rnn={rnn!r}; choose one of {RNN_OPTIONS} or None.")
     if sparse not in (True, False, "auto"):
         raise ValueError(f"sparse must be True, False or 'auto'; got {sparse!r}.")
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
+        if not fmt.signature:
+            raise ValueError(
+                f"batch_size fixes the batch of a SavedModel or TFLite signature; "
+                f"format={format!r} keeps the model's own input shapes. Leave batch_size out."
+            )
     if not isinstance(model, keras.Model):
         raise TypeError(f"export needs a keras.Model, got {type(model).__name__}.")
     from keras_lottery.masks.convert import strip
@@ -175,7 +193,7 @@ def export(
             )
     stem = atomic.safe_name(name if name is not None else stripped.name)
     target = atomic.target_path(path, stem, fmt.suffix, fmt.directory)
-    if format == "keras" and target.suffix != ".keras":
+    if format in ("keras", "keras-int8") and target.suffix != ".keras":
         raise ValueError(f"A .keras export must end in '.keras'; got {target}.")
     if os.path.lexists(target) and not overwrite:
         raise FileExistsError(
@@ -187,7 +205,7 @@ def export(
     subprocess_route = fmt.needs_tensorflow and keras.backend.backend() != "tensorflow"
     prepared = prepare(
         model,
-        serializable=format == "keras" or subprocess_route,
+        serializable=not fmt.needs_tensorflow or subprocess_route,
         float32=fmt.tflite,
         unroll=fmt.tflite and rnn == "unroll",
     )
@@ -199,6 +217,7 @@ def export(
         output_names=output_names(stripped, len(reference)),
         calibration=calibration,
         sparse=sparse,
+        batch_size=batch_size,
     )
 
     created = atomic.make_parents(target.parent)
@@ -245,6 +264,7 @@ def export(
         prunable=sum(w.size for w in stats.values()),
         layers=stats,
         conversion=prepared.conversion,
+        batch_size=batch_size,
         **checks,
         **result,
     )

@@ -262,6 +262,26 @@ def batches(x, size: int = BATCH) -> Iterable:
         yield take(x, i, i + size)
 
 
+def exact_batches(x, size: int) -> Iterable[tuple[Any, int]]:
+    """``(batch, n)``: batches of exactly ``size`` examples, the last one padded.
+
+    For signatures with a fixed batch: a short last batch is filled up with
+    copies of its first example; ``n`` says how many of the batch are real.
+    """
+    for part in batches(x, size):
+        n = len(flat(part)[0])
+        if n < size:
+            part = keras.tree.map_structure(
+                lambda a, n=n: np.concatenate([a, np.repeat(a[:1], size - n, axis=0)]), part
+            )
+        yield part, n
+
+
+def stack_outputs(parts: list[tuple[list[np.ndarray], int]]) -> list[np.ndarray]:
+    """Flat outputs of several batches joined, each cut to its ``n`` real examples."""
+    return [np.concatenate([out[i][:n] for out, n in parts]) for i in range(len(parts[0][0]))]
+
+
 def predict(model, x) -> list[np.ndarray]:
     """Flat outputs of ``model`` on ``x`` (inference mode, batches of 256)."""
     parts = [

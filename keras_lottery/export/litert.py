@@ -1,8 +1,10 @@
 """Run a TFLite file in LiteRT (``ai_edge_litert``) and read its weights back.
 
 Files run first with the interpreter's default settings (XNNPack delegate),
-then without default delegates; the result says which one worked.  Inputs and
-outputs are fed and read by the name of the file's serving signature.
+then without default delegates; the result says which one worked, and which
+ops of the file the delegate left to LiteRT's own kernels.  Inputs and outputs
+are fed and read by the name of the file's serving signature; a file with a
+fixed batch size is fed batches of exactly that size.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_lottery.export.inputs import batches, flat
+from keras_lottery.export.inputs import batches, exact_batches, flat, stack_outputs
 from keras_lottery.export.report import ExportError, StoredWeight, kernel_stats
 
 _LATENCY_RUNS = 1000
@@ -89,11 +91,20 @@ class _Signature:
         return [dequantize(self.interp.get_tensor(d["index"]), d) for d in self.outputs]
 
 
-def run(path: Path, x, input_names: list[str], output_names: list[str]) -> dict[str, Any]:
+def run(
+    path: Path,
+    x,
+    input_names: list[str],
+    output_names: list[str],
+    batch_size: int | None = None,
+) -> dict[str, Any]:
     """Run the file on ``x``: default settings first, then without default delegates.
 
+    ``batch_size``: the file's fixed batch size (``None``: any batch).
     Returns ``outputs`` (flat, in ``output_names`` order), ``interpreter``
-    settings and ``latency_ms``; raises :class:`ExportError` if it runs in neither.
+    settings, ``latency_ms`` (one call of ``batch_size`` examples, else of one)
+    and ``undelegated_ops`` (with XNNPack: the ops it left out, in file order);
+    raises :class:`ExportError` if it runs in neither.
     """
     from ai_edge_litert.interpreter import OpResolverType
 
@@ -103,8 +114,11 @@ def run(path: Path, x, input_names: list[str], output_names: list[str]) -> dict[
             interp = interpreter(path, resolver)
             interp.allocate_tensors()
             signature = _Signature(interp, input_names, output_names)
-            parts = [signature.invoke(flat(b)) for b in batches(x)]
-            outputs = [np.concatenate(col) for col in zip(*parts)]
+            if batch_size is None:
+                parts = [(signature.invoke(flat(b)), len(flat(b)[0])) for b in batches(x)]
+            else:
+                parts = [(signature.invoke(flat(b)), n) for b, n in exact_batches(x, batch_size)]
+            outputs = stack_outputs(parts)
             if not all(np.isfinite(o).all() for o in outputs):
                 raise ExportError("The exported TFLite model computes NaN or inf outputs.")
         except Exception as e:
@@ -121,7 +135,8 @@ def run(path: Path, x, input_names: list[str], output_names: list[str]) -> dict[
         return {
             "outputs": outputs,
             "interpreter": settings,
-            "latency_ms": _latency(signature, x),
+            "latency_ms": _latency(signature, x, batch_size or 1),
+            "undelegated_ops": undelegated_ops(interp) if settings["xnnpack"] else None,
         }
     raise ExportError("; ".join(failures))
 
@@ -144,11 +159,37 @@ def dequantize(y: np.ndarray, detail) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def _latency(signature: _Signature, x) -> float:
-    """Median ``invoke()`` time in ms for one example (up to 1000 runs or about 0.5 s)."""
-    arrays = flat(x)
-    signature.invoke([a[:1] for a in arrays])
-    samples = [[a[i : i + 1] for a in arrays] for i in range(min(len(arrays[0]), 100))]
+def undelegated_ops(interp) -> list[str]:
+    """Names of the ops a delegate did not take, in file order (all of them if none took any).
+
+    A ``DELEGATE`` node stands for the ops between its input and output
+    tensors; every other op runs on LiteRT's builtin kernels at each call.
+    """
+    ops = interp._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    kernels = {op["index"]: op for op in ops if op["op_name"] != "DELEGATE"}
+    producer = {int(t): i for i, op in kernels.items() for t in op["outputs"]}
+    taken: set[int] = set()
+    for node in delegates:
+        stop = {int(t) for t in node["inputs"]}
+        todo = [int(t) for t in node["outputs"]]
+        while todo:
+            tensor = todo.pop()
+            index = producer.get(tensor)
+            if tensor in stop or index is None or index in taken:
+                continue
+            taken.add(index)
+            todo.extend(int(t) for t in kernels[index]["inputs"] if t >= 0)
+    return [op["op_name"] for i, op in kernels.items() if i not in taken]
+
+
+def _latency(signature: _Signature, x, batch_size: int = 1) -> float:
+    """Median ``invoke()`` time in ms of one call of ``batch_size`` examples.
+
+    Up to 1000 calls or about 0.5 s, over the first 100 batches of ``x``.
+    """
+    samples = [flat(b) for b, _ in exact_batches(x, batch_size)][:100]
+    signature.invoke(samples[0])
     times: list[float] = []
     while len(times) < _LATENCY_RUNS and (len(times) < 10 or sum(times) < 0.5):
         signature.set(samples[len(times) % len(samples)])

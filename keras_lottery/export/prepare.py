@@ -76,8 +76,13 @@ def prepare(model: keras.Model, *, serializable: bool, float32: bool, unroll: bo
 
 
 def rebuild(model: keras.Model, conversion: list[str]) -> keras.Model:
-    """A fresh copy of ``model`` from its config, with its weights, changed as listed."""
-    config = keras.saving.serialize_keras_object(model)
+    """A fresh copy of ``model`` from its config, with its weights, changed as listed.
+
+    The copy is not compiled: Keras compiles a model rebuilt with its compile
+    config and builds the optimizer, whose variables a saved file would carry.
+    """
+    config = dict(keras.saving.serialize_keras_object(model))
+    config.pop("compile_config", None)
     if "float32" in conversion:
         config = _walk(config, _float32_policy)
     if "unrolled_rnn" in conversion:

@@ -41,8 +41,13 @@ class ExportReport:
     :func:`keras_lottery.sparsity`) to its stored shape and zeros.  The
     verification fields compare the exported model with the Keras model on
     ``samples`` inputs, over every output; ``output_max_abs_diff`` has one entry
-    per output.  ``latency_ms`` is the median LiteRT ``invoke()`` time for one
-    example (TFLite formats only), run with ``interpreter`` settings.
+    per output.  ``batch_size`` is the fixed batch of the file's signature
+    (``None``: any batch).  ``latency_ms`` is the median LiteRT ``invoke()``
+    time of one call (TFLite formats only) of ``batch_size`` examples, else of
+    one, run with ``interpreter`` settings; ``undelegated_ops`` lists the ops
+    XNNPack left to LiteRT's own kernels (``SHAPE``, ``STRIDED_SLICE``,
+    ``PACK`` for a dynamic batch: per-call shape work that ``batch_size=1``
+    removes).
     ``conversion`` lists what was changed to convert the model (``"float32"``
     for a mixed-precision model, ``"unrolled_rnn"``), ``route`` says how the
     file was produced (``"tensorflow"`` in this process, or
@@ -66,7 +71,9 @@ class ExportReport:
     argmax_agreement: float | None = None
     keras_accuracy: float | None = None
     exported_accuracy: float | None = None
+    batch_size: int | None = None
     latency_ms: float | None = None
+    undelegated_ops: list[str] | None = None
     interpreter: dict[str, Any] | None = None
     optimizations: list[str] = field(default_factory=list)
     conversion: list[str] = field(default_factory=list)
@@ -129,10 +136,17 @@ class ExportReport:
         if self.interpreter is not None:
             resolver = self.interpreter["op_resolver"]
             how = "default, XNNPack delegate" if self.interpreter["xnnpack"] else "no XNNPack"
+            per = f"call of {self.batch_size}" if self.batch_size else "example"
             lines.append(
                 f"  LiteRT    op resolver {resolver} ({how}), "
-                f"{self.latency_ms:.4f} ms per example (median invoke)"
+                f"{self.latency_ms:.4f} ms per {per} (median invoke)"
             )
+            if self.undelegated_ops:
+                lines.append(
+                    f"  outside XNNPack: {', '.join(self.undelegated_ops)} (LiteRT kernels)"
+                )
+        elif self.batch_size:
+            lines.append(f"  signature batch size {self.batch_size}")
         if self.optimizations:
             lines.append(f"  converter optimizations: {', '.join(self.optimizations)}")
         if self.storage:

@@ -79,6 +79,7 @@ def run_in_tensorflow(format: str, model, tmp: Path, x, options) -> dict[str, An
             "input_names": options.input_names,
             "output_names": options.output_names,
             "sparse": options.sparse,
+            "batch_size": options.batch_size,
             "modules": _modules(model),
         }
         (work / "request.json").write_text(json.dumps(request))
@@ -154,6 +155,7 @@ def _main(work: Path) -> None:
             output_names=request["output_names"],
             calibration=load("calibration.npz") if (work / "calibration.npz").exists() else None,
             sparse=request["sparse"],
+            batch_size=request["batch_size"],
         )
         fmt = registry()[request["format"]]
         result = fmt.write(model, Path(request["tmp"]), load("x.npz"), options)

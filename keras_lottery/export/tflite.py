@@ -25,7 +25,7 @@ import keras
 
 from keras_lottery.export import litert
 from keras_lottery.export.atomic import gzipped_size
-from keras_lottery.export.inputs import flat
+from keras_lottery.export.inputs import exact_batches, flat
 from keras_lottery.export.report import ExportError
 from keras_lottery.export.writer import Format, Options
 
@@ -36,7 +36,7 @@ def serving_archive(model: keras.Model, folder: Path, options: Options) -> None:
     """Write ``model`` as a SavedModel with one flat, named serving signature."""
     from keras_lottery.export.saved_model import tensor_specs
 
-    specs = flat(tensor_specs(options.template))
+    specs = flat(tensor_specs(options.template, options.batch_size))
     template, names = options.template, options.output_names
 
     def serve(*arrays):
@@ -52,7 +52,7 @@ def serving_archive(model: keras.Model, folder: Path, options: Options) -> None:
         raise ExportError(f"Keras could not export the model as a SavedModel: {e}") from e
 
 
-def _configure(format: str, names: list[str], calibration, input_names) -> Callable:
+def _configure(format: str, names: list[str], options: Options) -> Callable:
     import tensorflow as tf
 
     def apply(converter):
@@ -60,11 +60,11 @@ def _configure(format: str, names: list[str], calibration, input_names) -> Calla
         if format == "tflite-float16":
             converter.target_spec.supported_types = [tf.float16]
         if format == "tflite-int8-full":
-            arrays = flat(calibration)
+            size = options.batch_size or 1
 
             def examples():
-                for i in range(len(arrays[0])):
-                    yield {n: a[i : i + 1] for n, a in zip(input_names, arrays)}
+                for batch, _ in exact_batches(options.calibration, size):
+                    yield dict(zip(options.input_names, flat(batch)))
 
             converter.representative_dataset = examples
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -97,7 +97,7 @@ def writer(format: str) -> Callable:
                 import tensorflow as tf
 
                 converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-                _configure(format, names, options.calibration, options.input_names)(converter)
+                _configure(format, names, options)(converter)
                 try:
                     content = converter.convert()
                 except Exception as e:
@@ -106,7 +106,9 @@ def writer(format: str) -> Callable:
                 candidate = Path(work) / f"{len(kept)}.tflite"
                 candidate.write_bytes(content)
                 try:
-                    run = litert.run(candidate, x, options.input_names, options.output_names)
+                    run = litert.run(
+                        candidate, x, options.input_names, options.output_names, options.batch_size
+                    )
                 except ExportError as e:
                     errors.append((label, "the converted file does not run", str(e)))
                     continue
@@ -162,7 +164,7 @@ def _why(e: BaseException) -> str:
 
 
 FORMATS = [
-    Format(name, suffix, writer(name), tflite=True)
+    Format(name, suffix, writer(name), tflite=True, signature=True)
     for name, suffix in (
         ("tflite", ".tflite"),
         ("tflite-int8", ".int8.tflite"),

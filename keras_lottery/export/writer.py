@@ -26,6 +26,7 @@ class Options:
     output_names: list[str]
     calibration: Any = None
     sparse: bool | str = "auto"
+    batch_size: int | None = None  # a fixed batch for the signature (None: any batch)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -39,3 +40,4 @@ class Format:
     directory: bool = False  # writes a folder
     needs_tensorflow: bool = True  # written by TensorFlow (another backend goes through it)
     tflite: bool = False  # runs float32 builtin ops only (mixed precision, RNN loops)
+    signature: bool = False  # a TF signature with a batch dimension that can be fixed

@@ -782,6 +782,7 @@ def export_run(
     overwrite: bool = False,
     rnn: str | None = None,
     compact: bool = False,
+    batch_size: int | None = None,
 ):
     """Export a finished run's ticket with :func:`keras_lottery.export.export`.
 
@@ -824,6 +825,7 @@ def export_run(
         overwrite=overwrite,
         rnn=rnn,
         compact=compact,
+        batch_size=batch_size,
     )
     out = Path(report.path)
     if out.is_file():  # a checksum beside it, in `sha256sum -c` format

@@ -10,7 +10,8 @@ mask-aware model, still at θ0, ready for ``fit``:
                 code removes the highest), i.e. the highest ``θ ⊙ Hg``; ``g`` and
                 ``Hg`` on ``batches`` batches, logits divided by ``temperature``
 ``"synflow"``   Tanaka et al. 2020: data-free, ``|θ ⊙ dR/dθ|`` with ``R`` the sum of the
-                network's output (output activation off) for an all-ones input and
+                network's output (output activation off, and activation layers after
+                the last weights too: see :func:`activation_tail`) for an all-ones input and
                 ``|θ|`` as every weight (biases and BatchNorm included, inference mode),
                 ``iterations`` rounds on the exponential schedule
 ``"magnitude"`` ``|θ0|``
@@ -221,7 +222,10 @@ def synflow_scores(model, weights: list[PrunableWeight], batches, **_) -> Scores
         assign(var, np.abs(value))
     ones = _ones_input(model, batches)
     try:
-        with _output_activation(model, weights, lambda act: keras.activations.linear):
+        with (
+            _output_activation(model, weights, lambda act: keras.activations.linear),
+            _linear_tail(model),
+        ):
             grads = gradients.gradients(
                 lambda: _total(model(ones, training=False)), _kernels(weights)
             )
@@ -338,6 +342,58 @@ def _output_activation(model: MaskedModel, weights, change):
     finally:
         for layer, act in swapped:
             object.__setattr__(layer, "activation", act)
+
+
+#: Layers that only apply an activation (SynFlow switches them off after the last weights).
+ACTIVATION_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.Softmax,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+)
+
+
+def activation_tail(model: keras.Model) -> list[keras.layers.Layer]:
+    """The activation layers between the model's outputs and the layers before them.
+
+    Followed back from every output of a functional or Sequential model
+    (``Dense(10)`` then ``Activation("softmax")`` gives the ``Activation``);
+    a model without a graph (subclassed) gives none.
+    """
+    try:
+        outputs = keras.tree.flatten(model.outputs or [])
+    except (AttributeError, ValueError):  # a subclassed model, or one never called
+        return []
+    tail: dict[int, keras.layers.Layer] = {}
+    stack = list(outputs)
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None:
+            continue
+        layer, node_index = history[0], history[1]
+        if not isinstance(layer, ACTIVATION_LAYERS) or id(layer) in tail:
+            continue
+        tail[id(layer)] = layer
+        stack += list(layer._inbound_nodes[node_index].input_tensors)
+    return list(tail.values())
+
+
+def _identity(inputs, *args, **kwargs):
+    return inputs
+
+
+@contextlib.contextmanager
+def _linear_tail(model: MaskedModel):
+    """Inside, the activation layers at the end of the network pass their inputs through."""
+    tail = activation_tail(model.model)
+    for layer in tail:
+        object.__setattr__(layer, "call", _identity)
+    try:
+        yield
+    finally:
+        for layer in tail:
+            object.__delattr__(layer, "call")  # the class's call again
 
 
 def _total(outputs):

@@ -258,7 +258,9 @@ def find_ticket(
         next_masks = None
         if r < p.prunings:
             with ledger.outside("masks"):
-                next_masks = prune_round(weights, rates, r, opts, rng, scores)
+                next_masks = prune_round(
+                    weights, rates, r, opts, rng, model=ticket.model, scores=scores
+                )
             t = opts.training
             if t.prune_subset is not None and r + 1 < p.prunings:
                 with ledger.outside("masks"):
@@ -268,6 +270,9 @@ def find_ticket(
                 if t.subset_rule == "critical":  # one pass of inference over the data
                     ledger.scored(structure.num_examples(*splits[0]))
         round_record.outside = _since(before, ledger.cost.outside)
+        if r > start and "compile" in round_record.outside:  # known once a warm call ran
+            compiled = record.rounds[start].outside
+            compiled["compile"] = round_record.outside.pop("compile")
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED

@@ -14,6 +14,8 @@ import fnmatch
 import keras
 import numpy as np
 
+from keras_lottery.compact.graph import Graph, GraphError
+from keras_lottery.compact.rules import CONSUME, PRODUCE, ROLES
 from keras_lottery.criteria import magnitude
 from keras_lottery.criteria.early_bird import EarlyBirdStop
 from keras_lottery.masks.bitmasks import PackedMasks
@@ -23,11 +25,15 @@ from keras_lottery.search.memory import release_freed
 from keras_lottery.search.options import SearchOptions
 
 
-def prune_round(weights, rates, r, opts: SearchOptions, rng, scores=None) -> PackedMasks:
+def prune_round(
+    weights, rates, r, opts: SearchOptions, rng, model=None, scores=None
+) -> PackedMasks:
     """Step 3 after round ``r``: the masks of the next round, by the strategy's rule.
 
-    ``scores`` (``{path: array}``, e.g. learned gates' scores) rank the weights
-    instead of their trained magnitudes; the counts and controls are the same.
+    ``model``: the wrapped model, whose graph couples the units of
+    ``granularity="unit"`` (see :func:`group_unit_masks`).  ``scores``
+    (``{path: array}``, e.g. learned gates' scores) rank the weights instead of
+    their trained magnitudes; the counts and controls are the same.
     """
     p = opts.pruning
     release_freed()  # the training step's temporaries
@@ -41,6 +47,7 @@ def prune_round(weights, rates, r, opts: SearchOptions, rng, scores=None) -> Pac
         p.unit_criterion,
         rng,
         keep_current=opts.gradual is not None,
+        model=model,
         scores=scores,
     )
     return PackedMasks.pack(masks)
@@ -56,6 +63,7 @@ def _next_masks(
     criterion,
     rng,
     keep_current=False,
+    model=None,
     scores=None,
 ):
     """Step 3: the masks after ``target_round`` prunings, by the strategy's rule.
@@ -100,6 +108,12 @@ def _next_masks(
             for w in weights
         }
     elif granularity == "unit":
+        graph = _graph_or_none(model)
+        if graph is not None:
+            rearrange_rng = rng if strategy == "rearrange" else None
+            return group_unit_masks(
+                graph, weights, trained, current, rates, target_round, criterion, rearrange_rng
+            )
         masks = _unit_masks(weights, trained, current, rates, target_round, criterion)
     else:  # single weights over the whole model (per layer is the fast path above)
         total = sum(m.size for m in current.values())
@@ -161,7 +175,9 @@ def _rate_key_matches(key: str, w) -> bool:
     return key == w.name or fnmatch.fnmatchcase(w.name, key) or key == w.layer.name
 
 
-def early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> EarlyBirdStop:
+def early_bird_callback(
+    eb, weights, rates, r, p: Pruning, total, spe=1, model=None
+) -> EarlyBirdStop:
     """Watch the mask round ``r``'s pruning would make (magnitude rule, before any control).
 
     Checked every ``eb.check_every`` iterations, by default 20 times per round
@@ -171,11 +187,93 @@ def early_bird_callback(eb, weights, rates, r, p: Pruning, total, spe=1) -> Earl
 
     def predict():
         args = (p.scope, "rewind", p.granularity, p.unit_criterion, None)
-        return _next_masks(weights, rates, p.rounds_after(r), *args)
+        return _next_masks(weights, rates, p.rounds_after(r), *args, model=model)
 
     alive = {w.name: np.array(w.mask) for w in weights}
     every = eb.check_every or (None if total is None else spe * max(1, -(-(total // 20) // spe)))
     return EarlyBirdStop(eb, predict, alive, every, total)
+
+
+def _graph_or_none(model) -> Graph | None:
+    """The coupled units of a Sequential or functional model; ``None`` for a subclassed one."""
+    if model is None:
+        return None
+    try:
+        return Graph(model)
+    except GraphError:
+        return None
+
+
+def group_unit_masks(
+    graph: Graph, weights, trained, current, rates, target_round, criterion, rearrange_rng=None
+) -> dict[str, np.ndarray]:
+    """Whole coupled units of a graph (:class:`keras_lottery.compact.Graph`), scored as one.
+
+    Each unit (a filter with everything its channel passes: a residual stream's
+    channel, a BatchNormalization entry, a depthwise filter; an attention head)
+    is scored over all its pruned weights by ``criterion``; within each
+    coupling (units ranked together) ``keep_count(units, rate, rounds)`` of the
+    living ones are kept, ``rate`` the smallest of the coupling's producing
+    layers.  A removed unit's weights are masked in every member -- what
+    produces it and what reads it -- so compaction removes it exactly.  Units
+    that must stay (frozen: a model output, a LayerNormalization's width...) or
+    that a weight without a mask reads are not candidates.  Masks only lose
+    entries.  ``rearrange_rng``: keep as many units, at random positions.
+
+    Raises:
+        NotPrunableError: no coupling has a unit that can be removed.
+    """
+    by_id = {id(w.kernel): w for w in weights}
+
+    def masked(variable):
+        w = by_id[id(variable)]
+        return trained[w.name] * current[w.name]
+
+    scores = graph.scores(masked, criterion, variables=set(by_id))
+    alive = graph.per_unit(lambda v: current[by_id[id(v)].name], ROLES, "nonzero", set(by_id)) > 0
+    candidate = ~graph.is_frozen  # dead ones too: top_k keeps only living units
+    touched = np.zeros(graph.n_units, bool)
+    producers: dict[int, set[str]] = {}
+    for bs in graph.slices:
+        w = by_id.get(id(bs.variable))
+        if w is None and bs.role == CONSUME:
+            candidate[bs.units] = False  # a weight without a mask reads it
+        if w is not None:
+            touched[bs.units] = True
+            if bs.role == PRODUCE:
+                for c in np.unique(graph.coupling_of[bs.units]).tolist():
+                    producers.setdefault(c, set()).add(w.name)
+    candidate &= touched
+    keep = np.ones(graph.n_units, bool)
+    done = 0
+    for i, coupling in enumerate(graph.couplings):
+        units = coupling.units[candidate[coupling.units]]
+        if not len(units):
+            continue
+        names = producers.get(i) or {
+            by_id[id(bs.variable)].name
+            for bs in graph.slices
+            if id(bs.variable) in by_id and graph.coupling_of[bs.units[0]] == i
+        }
+        rate = min(rates[n] for n in names)
+        k = magnitude.keep_count(len(units), rate, target_round)
+        kept = magnitude.top_k(scores[units], alive[units], k)
+        if rearrange_rng is not None:
+            kept = rearrange_rng.permutation(kept)
+        keep[units] = kept
+        done += 1
+    if not done:
+        raise NotPrunableError(
+            "granularity='unit' found no unit that can be removed: "
+            + "; ".join(graph.describe())
+            + ". Use granularity='weight', or register a rule for the layers that keep "
+            "their width (keras_lottery.compact.register_rule)."
+        )
+    out = {}
+    for w in weights:
+        m = graph.multiplier(w.kernel, keep)
+        out[w.name] = current[w.name] if m is None else current[w.name] * m.astype(bool)
+    return out
 
 
 def _unit_masks(weights, trained, current, rates, target_round, criterion):

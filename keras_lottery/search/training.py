@@ -71,6 +71,7 @@ def train_round(
             opts.pruning,
             trainer.total_steps,
             ticket.steps_per_execution,
+            model=ticket.model,
         )
         early.predict = ledger.timed("masks", early.predict)
         round_callbacks.append(early)
