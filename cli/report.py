@@ -38,7 +38,10 @@ def report(paths, output, csv_path, json_path, group_by):
 
     Per group and round: test accuracy at the end of training and at the
     early-stop iteration, early-stop iteration and percent of weights
-    remaining, as mean [min, max] over seeds.
+    remaining, as mean [min, max] over seeds.  Then per group what the
+    tickets cost: training iterations, "x IMP" (those iterations over IMP's to
+    the same sparsity at the same rate, trainings as long as the final one:
+    computed, not measured), wall time, in training and outside it.
     """
     with user_errors():
         from keras_lottery.runs import report as lib
@@ -55,6 +58,10 @@ def report(paths, output, csv_path, json_path, group_by):
             raise click.ClickException("The runs have no finished round yet.")
         if "-" not in (csv_path, json_path):
             click.echo(lib.format_table(rows))
+            costs = lib.cost_rows(loaded, group_by or None)
+            if costs:
+                click.echo("\nCost (from a random network to the trained ticket):")
+                click.echo(lib.format_cost_table(costs))
         if csv_path:
             _write(csv_path, lib.to_csv(rows))
         if json_path:

@@ -423,3 +423,28 @@ def test_a_weight_the_loss_does_not_reach_scores_zero():
     assert g[1].shape == (12, 2) and not np.any(g[1]) and not np.any(hg[1])
     ticket = kl.prune_at_init(model, (x, {"a": y}), sparsity=0.5, method="grasp")
     assert sum(kept(ticket)) == round(0.5 * (36 + 24))
+
+
+@pytest.mark.backends
+def test_data_is_read_as_find_ticket_reads_it():
+    """The backend's own tensors and tuples of inputs are (x, y), as for find_ticket."""
+    x, y = data(64)
+    arrays = kl.prune_at_init(mlp(), (x, y), sparsity=0.7, method="snip", seed=3)
+    tensors = kl.prune_at_init(
+        mlp(),
+        (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)),
+        sparsity=0.7,
+        method="snip",
+        seed=3,
+    )
+    for a, b in zip(masks_of(arrays), masks_of(tensors)):
+        np.testing.assert_array_equal(a, b)
+
+    keras.utils.set_random_seed(0)
+    left, right = keras.Input((7,)), keras.Input((5,))
+    joined = keras.layers.Concatenate()([left, right])
+    model = keras.Model([left, right], keras.layers.Dense(3)(keras.layers.Dense(8)(joined)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pair = (x[:, :7], keras.ops.convert_to_tensor(x[:, 7:]))  # a tuple of two inputs
+    ticket = kl.prune_at_init(model, (pair, y), sparsity=0.5, method="grasp")
+    assert sum(kept(ticket)) == round(0.5 * (12 * 8 + 8 * 3))

@@ -422,6 +422,9 @@ def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
     result = invoke("report", root, "--output", tmp_path, "--csv", csv_file, "--json", json_file)
     assert result.exit_code == 0, result.output
     assert "rewind" in result.output and "reinit" in result.output
+    # the cost table: 2 prunings + the final training of one epoch each, IMP itself
+    cost = result.output.split("Cost (from a random network to the trained ticket):")[1]
+    assert "x IMP" in cost and cost.count("1.000") == 2, cost
     for name in ("accuracy.png", "early_stop.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1024

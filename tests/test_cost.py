@@ -90,3 +90,42 @@ def test_records_round_trip_the_cost_and_old_records_load(tmp_path):
     assert old.cost is None and old.rounds[0].outside == {}
     assert old.rounds[0].masks["d/kernel"].all()
     assert "cost" not in old.summary()
+
+
+def _tiny():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.backends
+def test_find_ticket_fills_the_ledger(tmp_path):
+    """Iterations and examples add up over the rounds, every second is booked once, x IMP."""
+    import keras_lottery as kl
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 6)).astype("float32"), rng.integers(0, 3, 50)
+    imp = kl.find_ticket(
+        _tiny(), (x, y), rounds=2, steps=4, batch_size=20, seed=0, verbose=0, run_dir=tmp_path
+    )
+    cost = imp.lottery.cost
+    assert cost.method == "imp" and cost.trainings == 3
+    assert cost.iterations == sum(r.iterations for r in imp.lottery.rounds) == 12
+    assert cost.examples == 3 * (50 + 20)  # a pass: batches of 20, 20 and 10; then one of 20
+    assert cost.x_imp == pytest.approx(1.0)
+    assert cost.training_seconds + cost.outside_seconds == pytest.approx(cost.seconds)
+    assert all(set(r.outside) <= set(PLACES) for r in imp.lottery.rounds)
+    assert "masks" in imp.lottery.rounds[0].outside and "reset" in imp.lottery.rounds[1].outside
+    stored = json.loads((tmp_path / "record.json").read_text())["cost"]
+    assert stored["iterations"] == 12 and stored["x_imp"] == pytest.approx(1.0)
+
+    once = kl.find_ticket(
+        _tiny(), (x, y), rounds=5, one_shot=True, steps=4, batch_size=20, seed=0, verbose=0
+    )
+    assert once.lottery.cost.method == "one_shot"
+    assert once.lottery.cost.x_imp == pytest.approx(8 / 24)  # 2 trainings against IMP's 6

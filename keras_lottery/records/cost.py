@@ -6,7 +6,7 @@ the final training included:
 * ``iterations``: optimizer steps of every training (pruning rounds, the final one);
 * ``examples``: the examples those steps read, plus those a criterion scored
   (``None`` where a data pipeline's batch size is unknown);
-* ``seconds``: wall time of the whole way (over every session of a resumed search);
+* ``seconds``: wall time of the whole way (over every run of a resumed search);
 * ``training_seconds``: wall time inside training steps;
 * ``outside``: wall time outside training, by where it went (:data:`PLACES`).
 

@@ -664,6 +664,7 @@ def _write_ticket(run_dir: Path, config, ticket: keras.Model, extra: Mapping[str
         "early_stop_iteration": final.early_stop_iteration,
         "early_stop_test_accuracy": final.early_stop_test_accuracy,
         "seconds_training": sum(r.seconds for r in ticket.lottery.rounds),
+        "cost": ticket.lottery.cost.to_dict() if ticket.lottery.cost else None,
         **extra,
     }
     _write_json(run_dir / DONE_FILE, summary)

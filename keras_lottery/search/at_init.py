@@ -39,6 +39,7 @@ import numpy as np
 from keras_lottery.criteria import gradients, magnitude
 from keras_lottery.data import structure
 from keras_lottery.data.datasets import Dataset
+from keras_lottery.data.splits import is_pair, is_stream, read_data
 from keras_lottery.masks.assign import assign
 from keras_lottery.masks.convert import make_prunable
 from keras_lottery.masks.masked_model import MaskedModel, PrunableWeight
@@ -80,7 +81,8 @@ def prune_at_init(
     ``model`` was; every weight keeps its value except the pruned ones,
     which are exactly 0.  Train it with ``fit``: pruned weights stay 0.
     ``result.at_init`` describes the pruning (method, sparsity per layer,
-    seconds).  :func:`~keras_lottery.find_ticket` accepts the result and
+    seconds, and its ``"cost"``: a :class:`~keras_lottery.records.cost.Cost`).
+    :func:`~keras_lottery.find_ticket` accepts the result and
     continues IMP from its masks (they never regrow; its rates count from the
     dense size, so a round prunes once its target is above ``sparsity``).
 
@@ -95,10 +97,13 @@ def prune_at_init(
     Args:
         model: a built (and, to train the result, compiled) Keras 3 model, or
             a :class:`MaskedModel`, whose pruned weights then stay pruned.
-        data: for ``"snip"`` and ``"grasp"``: ``(x, y)`` arrays (``batches``
+        data: for ``"snip"`` and ``"grasp"``: what
+            :func:`~keras_lottery.find_ticket` reads -- ``(x, y)`` arrays of
+            any framework, or dicts, lists or tuples of them (``batches``
             batches of ``batch_size`` examples are drawn with ``seed``), a
-            :class:`~keras_lottery.Dataset` (its training split) or an
-            iterable of ``(x, y)`` batches (the first ``batches`` are used).
+            :class:`~keras_lottery.Dataset` (its training split) or a dataset
+            name -- or a stream or other iterable of ``(x, y)`` batches (the
+            first ``batches`` are used).
             The other methods need none (SynFlow reads the input shape from
             it if the model has no ``inputs``).
         sparsity: fraction of the pruned weights removed, in ``[0, 1)``.
@@ -289,16 +294,18 @@ def _keep_counts(weights, rates, scope, fraction: float):
 
 
 def _batches(data, batches: int, batch_size: int, seed: int) -> list[tuple]:
-    if isinstance(data, Dataset):
-        data = (data.x_train, data.y_train)
-    # (x, y) with x an array, a list of arrays (several inputs) or a dict of them; a tuple
-    # whose first item is a tuple is taken as batches.
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], dict | list | np.ndarray):
-        x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
+    """The batches to score on: drawn from ``(x, y)`` arrays, or the first of a stream.
+
+    ``data`` is read as :func:`~keras_lottery.find_ticket` reads it
+    (:func:`~keras_lottery.data.splits.read_data`); any other iterable is
+    taken as one of ``(x, y)`` batches.
+    """
+    if is_pair(data) or isinstance(data, str | Dataset):
+        (x, y), _ = read_data(data)
         order = np.random.default_rng([seed, 0]).permutation(structure.num_examples(x, y))
         picked = [order[i * batch_size : (i + 1) * batch_size] for i in range(batches)]
         return [(structure.take(x, i), structure.take(y, i)) for i in picked if len(i)]
-    if isinstance(data, Iterable):
+    if is_stream(data) or isinstance(data, Iterable):
         out = []
         for item in data:
             if len(out) == batches:
@@ -307,7 +314,10 @@ def _batches(data, batches: int, batch_size: int, seed: int) -> list[tuple]:
             numpy = keras.ops.convert_to_numpy
             out.append((keras.tree.map_structure(numpy, x), keras.tree.map_structure(numpy, y)))
         return out
-    raise TypeError(f"data must be (x, y) arrays or an iterable of (x, y) batches, got {data!r}.")
+    raise TypeError(
+        "data must be what find_ticket reads ((x, y) arrays of any framework, a Dataset or a "
+        f"dataset name) or an iterable of (x, y) batches, got {type(data).__name__}."
+    )
 
 
 def _kernels(weights):
