@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 
+import cheap_tickets
 from common import RESULTS, ROOT
 
 README = ROOT / "README.md"
@@ -255,6 +256,7 @@ def tables() -> dict[str, str]:
     out["retrain"] = retrain_table()
     out["movement"], out["connectivity"] = movement_tables()
     out["xor"] = xor_table()
+    out["cheap-tickets"] = cheap_tickets.report(cheap_tickets.OUT, plot=False)
     return out
 
 

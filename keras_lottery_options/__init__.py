@@ -33,6 +33,10 @@ SCOPES = ("layerwise", "global")
 GRANULARITIES = ("weight", "unit")
 #: How whole units are ranked (``granularity="unit"``).
 UNIT_CRITERIA = ("input", "l1", "l2", "output", "product")
+#: Ways to the masks: iterative magnitude pruning, or masks learned in one phase.
+METHODS = ("imp", "learned")
+#: Which examples the pruning rounds train on (``prune_subset``).
+SUBSET_RULES = ("critical", "random")
 
 
 class _Unset:
@@ -214,6 +218,18 @@ def _parse_rewind_to(value: Any) -> Any:
     return value if value == "init" else _to_number(value, int)
 
 
+#: The longest mask phase of ``method="learned"``, in trainings.
+MAX_MASK_PHASE = 4.0
+
+
+def _check_mask_phase(name: str, value: Any) -> float:
+    """A length in ``(0, MAX_MASK_PHASE]`` trainings."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and 0.0 < value <= MAX_MASK_PHASE):
+        raise ValueError(f"{name} must be in (0, {MAX_MASK_PHASE:g}] (trainings), got {value!r}.")
+    return float(value)
+
+
 _LAYER_RATE = Spec("", kind=float, low=0.0, high=1.0, open_low=True)
 
 
@@ -353,6 +369,21 @@ class Pruning(_Options):
         kind=str,
         choices=UNIT_CRITERIA,
     )
+    method: str = option(
+        "imp",
+        "imp: prune by magnitude, round after round; learned: learn a gate per weight in one "
+        "training, ending on the sparsity the rounds would reach, then train the ticket "
+        "(two trainings in all).",
+        kind=str,
+        choices=METHODS,
+    )
+    mask_phase: float = option(
+        1.0,
+        "method learned: length of the mask-learning phase, in trainings (0.5: half of one; "
+        "up to 4).",
+        kind=float,
+        check=_check_mask_phase,
+    )
 
     def _check_together(self) -> None:
         if self.scope == "global" and (self.layer_rates or self.granularity == "unit"):
@@ -360,15 +391,20 @@ class Pruning(_Options):
                 "scope='global' uses one threshold for all layers: it cannot be "
                 "combined with layer_rates or granularity='unit'."
             )
+        if self.method == "learned" and self.granularity != "weight":
+            raise ValueError(
+                "method='learned' learns a gate per weight: use granularity='weight' "
+                f"(got {self.granularity!r})."
+            )
 
     @property
     def prunings(self) -> int:
-        """How many times the search prunes: 1 when one-shot, else ``rounds``."""
-        return 1 if self.one_shot else self.rounds
+        """How many times the search prunes: 1 when one-shot or learned, else ``rounds``."""
+        return 1 if self.one_shot or self.method == "learned" else self.rounds
 
     def rounds_after(self, r: int) -> int:
-        """Rounds of ``rate`` in the masks pruned after round ``r`` (all of them if one-shot)."""
-        return self.rounds if self.one_shot else r + 1
+        """Rounds of ``rate`` in the masks pruned after round ``r`` (all of them in one go)."""
+        return self.rounds if self.prunings == 1 else r + 1
 
 
 @dataclass(frozen=True)
@@ -448,6 +484,19 @@ class Training(_Options):
         optional=True,
         run_default=0,
     )
+    prune_subset: float | None = _rate(
+        "Pruning rounds (not the final ticket) train on this fraction of the training examples "
+        "(data-efficient IMP; None: all of them). Needs (x, y) arrays.",
+        None,
+        optional=True,
+    )
+    subset_rule: str = option(
+        "critical",
+        "Which examples prune_subset keeps: critical (after each pruning, those the pruned "
+        "network gets most wrong, after Zhang et al. 2021) or random (a control).",
+        kind=str,
+        choices=SUBSET_RULES,
+    )
 
 
 #: Criteria of :func:`keras_lottery.prune_at_init`.
@@ -499,10 +548,12 @@ __all__ = [
     "AT_INIT_SPECS",
     "GRANULARITIES",
     "GROUPS",
+    "METHODS",
     "Pruning",
     "Reset",
     "SCOPES",
     "STRATEGIES",
+    "SUBSET_RULES",
     "Spec",
     "Training",
     "UNIT_CRITERIA",

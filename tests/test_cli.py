@@ -228,6 +228,21 @@ def test_find_unit_granularity_with_the_l2_criterion_removes_whole_units(tmp_pat
     assert small.count_params() == 784 * 150 + 150 + 150 * 50 + 50 + 50 * 10 + 10
 
 
+def test_find_method_learned_is_one_option_and_lands_on_imps_layer_sizes(tmp_path):
+    args = [*TINY, "--rounds", "3", "--method", "learned", "--mask-phase", "0.5"]
+    result = invoke("find", *args, "--runs-root", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    config = runs.load_config(run_dir)
+    assert config["method"] == "learned" and config["mask_phase"] == 0.5
+    record = committed_record(run_dir)
+    assert len(record.rounds) == 2  # the mask phase and the ticket
+    assert record.rounds[0].iterations == max(1, round(0.5 * record.rounds[1].iterations))
+    for name, mask in _final_masks(run_dir).items():
+        rate = 0.1 if name.endswith("output/kernel") else 0.2
+        assert int(mask.sum()) == round(mask.size * (1 - rate) ** 3), name
+
+
 def test_find_n_m_granularity_keeps_at_most_n_of_every_m_inputs(tmp_path):
     args = [*TINY, "--rounds", "1", "--granularity", "2:4"]
     result = invoke("find", *args, "--runs-root", tmp_path, "-q")

@@ -87,6 +87,27 @@ def test_at_init_run_row(tiny_mnist):
     assert row["early_stop_test_accuracy"] > 0.5
 
 
+def test_cheap_tickets_rows_and_table(tiny_mnist, tmp_path):
+    """``cheap_tickets.py`` at a tiny size: IMP and learned tickets of the same layer sizes."""
+    import argparse
+    import json
+
+    import cheap_tickets
+
+    args = argparse.Namespace(steps=50, eval_every=25, spe=1)
+    imp = cheap_tickets.run("lenet", "imp", 2, 0, tiny_mnist, args, imp_rounds=[1, 2])
+    (learned,) = cheap_tickets.run("lenet", "learned", 2, 0, tiny_mnist, args)
+    assert [r["training_equivalents"] for r in imp] == [2.0, 3.0]
+    assert learned["training_equivalents"] == 2.0
+    assert learned["layer_remaining"] == imp[1]["layer_remaining"]
+    assert 0 < learned["early_stop_test_accuracy"] <= 1
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*imp, learned]))
+    table = cheap_tickets.report(path, plot=False)
+    row = next(line for line in table.splitlines() if "| learned |" in line)
+    assert "| 2.00 | 0.667 | 1 |" in row  # 2 trainings against IMP's 3
+
+
 def test_readme_tables_are_what_tables_py_makes_from_the_stored_results():
     """Every ``<!-- table:NAME -->`` block of experiments/README.md is regenerated, not typed."""
     import re

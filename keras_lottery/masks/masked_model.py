@@ -185,12 +185,14 @@ class MaskedModel(keras.Model):
             object.__setattr__(self, name, previous)
 
     @contextlib.contextmanager
-    def masks_applied(self, stored_zeros: bool = False):
+    def masks_applied(self, stored_zeros: bool = False, factors=None):
         """Inside, every layer attribute holding a pruned weight shows ``weight * mask``.
 
         ``stored_zeros=True`` trusts that pruned weights are 0 in storage (as
         ``fit`` makes sure): the attribute shows the variable's value, whose
-        gradient is masked, instead of a masked copy.
+        gradient is masked, instead of a masked copy.  ``factors`` (``{path:
+        tensor}``) multiply the masked weights they name: the relaxed gates of
+        learned masks (:mod:`keras_lottery.search.learned`).
         """
         swapped, zero = [], _Zeros()
         try:
@@ -200,6 +202,8 @@ class MaskedModel(keras.Model):
                     masked = _masked_gradient(var.value, pw.mask.value)
                 else:
                     masked = ops.where(pw.mask.value, var.value, zero[var.dtype])
+                if factors is not None and pw.name in factors:
+                    masked = masked * ops.cast(factors[pw.name], masked.dtype)
                 for owner in pw.info.owners:
                     layer = owner.layer
                     value = masked

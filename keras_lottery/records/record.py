@@ -56,6 +56,8 @@ class RoundRecord:
     early_bird_reason: str | None = None
     mask_distances: list[dict[str, float]] = field(default_factory=list)
     outside: dict[str, float] = field(default_factory=dict)
+    #: with ``prune_subset``: indices of the training examples the next round trains on
+    next_subset: list[int] | None = field(default=None, repr=False)
     masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property

@@ -287,8 +287,8 @@ def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def total_rounds(config: Mapping[str, Any]) -> int:
-    """Training rounds of a run: ``rounds + 1`` (or 2 when one-shot)."""
-    return 2 if config["one_shot"] else config["rounds"] + 1
+    """Training rounds of a run: ``rounds + 1`` (2 when one-shot or learned: mask, ticket)."""
+    return 2 if config["one_shot"] or config.get("method") == "learned" else config["rounds"] + 1
 
 
 def completed_round(run_dir: str | os.PathLike) -> int | None:

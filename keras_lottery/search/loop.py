@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_lottery.callbacks import chance_accuracy, check_divergence
 from keras_lottery.criteria.early_bird import EarlyBird
+from keras_lottery.data import structure
 from keras_lottery.data.datasets import check_finite
 from keras_lottery.data.distributed import is_chief
 from keras_lottery.data.splits import resolve_splits
@@ -45,10 +46,13 @@ from keras_lottery.search.checks import (
     check_data,
     check_model,
 )
+from keras_lottery.search.learned import learn_round
 from keras_lottery.search.masking import prune_round, rates_per_layer
 from keras_lottery.search.options import SearchOptions
 from keras_lottery.search.reset import KEEP_TRAINED, OptimizerStart, start_round
 from keras_lottery.search.resume import resume_run, stored_state
+from keras_lottery.search.subset import check_data as check_subset_data
+from keras_lottery.search.subset import select, subset_training
 from keras_lottery.search.training import (
     check_rewind_point,
     check_steps_per_execution,
@@ -75,6 +79,8 @@ def find_ticket(
     scope: str = UNSET,
     granularity: str = UNSET,
     unit_criterion: str = UNSET,
+    method: str = UNSET,
+    mask_phase: float = UNSET,
     strategy: str = UNSET,
     rewind_to: str | int = UNSET,
     finetune_lr_scale: float = UNSET,
@@ -83,6 +89,8 @@ def find_ticket(
     batch_size: int = UNSET,
     eval_every: int | None = UNSET,
     seed: int | None = UNSET,
+    prune_subset: float | None = UNSET,
+    subset_rule: str = UNSET,
     include: Any = None,
     exclude: Any = None,
     gradual: Any = None,
@@ -113,11 +121,19 @@ def find_ticket(
 
     * ``pruning``: a :class:`~keras_lottery.Pruning` -- ``rounds``, ``rate``,
       ``output_rate``, ``layer_rates``, ``target_sparsity``, ``one_shot``,
-      ``scope``, ``granularity``, ``unit_criterion``;
+      ``scope``, ``granularity``, ``unit_criterion``, ``method``, ``mask_phase``;
     * ``reset``: a :class:`~keras_lottery.Reset` -- ``strategy``,
       ``rewind_to``, ``finetune_lr_scale``;
     * ``training``: a :class:`~keras_lottery.Training` -- ``epochs``,
-      ``steps``, ``batch_size``, ``eval_every``, ``seed``.
+      ``steps``, ``batch_size``, ``eval_every``, ``seed``, ``prune_subset``,
+      ``subset_rule``.
+
+    The cheap way to a ticket is one argument: ``method="learned"`` learns the
+    masks in one training (gates per weight, :mod:`keras_lottery.search.learned`)
+    instead of ``rounds`` of IMP, to the same sparsity per layer, then trains
+    the ticket: two trainings in all, e.g. ``find_ticket(model, data,
+    method="learned", target_sparsity=0.964, rounds=15)`` lands on the layer sizes
+    of IMP's 15 rounds.
 
     Args:
         data: ``(x, y)`` arrays (``x``/``y`` may be dicts, lists or tuples of
@@ -169,6 +185,7 @@ def find_ticket(
     rates = rates_per_layer(ticket, opts.rate, p.output_rate, p.layer_rates, p.scope)
     check_model(ticket, opts)
     trainer = make_trainer(ticket, splits, opts.training, data_seed, verbose, fit_kwargs)
+    check_subset_data(splits[0], opts)
     check_rewind_point(opts.reset, trainer)
     check_steps_per_execution(ticket.steps_per_execution, trainer, opts)
 
@@ -211,10 +228,24 @@ def find_ticket(
             # and apply the masks the last pruning made.
             with ledger.outside("reset"):
                 start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
-        # 2. Train the network, arriving at θj.
-        round_record, snapshot = train_round(
-            ticket, trainer, r, opts, state, weights, rates, callbacks, ledger
-        )
+        # 2. Train the network, arriving at θj (method "learned": and learn which weights
+        # to keep, as scores; search/learned.py).  With prune_subset, the rounds between
+        # the first and the last train on the examples the last round chose (search/subset.py).
+        scores = None
+        if r == 0 and p.method == "learned":
+            round_record, snapshot, scores = learn_round(
+                ticket, trainer, opts, state, weights, rates, callbacks, ledger
+            )
+        else:
+            round_trainer = trainer
+            if 0 < r < p.prunings and opts.training.prune_subset is not None:
+                chosen = record.rounds[r - 1].next_subset
+                round_trainer = _subset_trainer(
+                    ticket, splits, chosen, opts, data_seed, verbose, fit_kwargs
+                )
+            round_record, snapshot = train_round(
+                ticket, round_trainer, r, opts, state, weights, rates, callbacks, ledger
+            )
         record.rounds.append(round_record)
         with ledger.outside("records"):
             check_divergence(record.rounds, chance_accuracy(ticket))
@@ -227,7 +258,17 @@ def find_ticket(
         next_masks = None
         if r < p.prunings:
             with ledger.outside("masks"):
-                next_masks = prune_round(weights, rates, r, opts, rng, model=ticket.model)
+                next_masks = prune_round(
+                    weights, rates, r, opts, rng, model=ticket.model, scores=scores
+                )
+            t = opts.training
+            if t.prune_subset is not None and r + 1 < p.prunings:
+                with ledger.outside("masks"):
+                    round_record.next_subset = select(
+                        ticket, splits[0], next_masks, t.prune_subset, t.subset_rule, (data_seed, r)
+                    )
+                if t.subset_rule == "critical":  # one pass of inference over the data
+                    ledger.scored(structure.num_examples(*splits[0]))
         round_record.outside = _since(before, ledger.cost.outside)
         if r > start and "compile" in round_record.outside:  # known once a warm call ran
             compiled = record.rounds[start].outside
@@ -258,6 +299,16 @@ def find_ticket(
     return ticket
 
 
+def _subset_trainer(ticket, splits, chosen, opts: SearchOptions, data_seed, verbose, fit_kwargs):
+    """How a round of data-efficient IMP trains: on the ``chosen`` examples only."""
+    (x, y), validation, test = splits
+    index = np.asarray(chosen, dtype=np.int64)
+    subset = (structure.take(x, index), structure.take(y, index))
+    training = subset_training(opts.training, opts.training.prune_subset)
+    splits = (subset, validation, test)
+    return make_trainer(ticket, splits, training, data_seed, verbose, fit_kwargs)
+
+
 def search_cost(opts: SearchOptions, model: keras.Model, done=()) -> Cost:
     """The cost a search starts from, named by its method, with IMP to compare it to.
 
@@ -273,8 +324,12 @@ def search_cost(opts: SearchOptions, model: keras.Model, done=()) -> Cost:
         method = "gradual"
     elif opts.early_bird is not None:
         method = "early_bird"
+    elif p.method == "learned":
+        method = "learned"
     elif p.one_shot:
         method = "one_shot"
+    if opts.training.prune_subset is not None:
+        method = f"{method}+subset"
     asked = 1.0 - (1.0 - opts.rate) ** p.rounds
     at_init = getattr(model, "at_init", None)
     cost = Cost(method=method)

@@ -25,11 +25,15 @@ from keras_lottery.search.memory import release_freed
 from keras_lottery.search.options import SearchOptions
 
 
-def prune_round(weights, rates, r, opts: SearchOptions, rng, model=None) -> PackedMasks:
+def prune_round(
+    weights, rates, r, opts: SearchOptions, rng, model=None, scores=None
+) -> PackedMasks:
     """Step 3 after round ``r``: the masks of the next round, by the strategy's rule.
 
     ``model``: the wrapped model, whose graph couples the units of
-    ``granularity="unit"`` (see :func:`group_unit_masks`).
+    ``granularity="unit"`` (see :func:`group_unit_masks`).  ``scores``
+    (``{path: array}``, e.g. learned gates' scores) rank the weights instead of
+    their trained magnitudes; the counts and controls are the same.
     """
     p = opts.pruning
     release_freed()  # the training step's temporaries
@@ -44,6 +48,7 @@ def prune_round(weights, rates, r, opts: SearchOptions, rng, model=None) -> Pack
         rng,
         keep_current=opts.gradual is not None,
         model=model,
+        scores=scores,
     )
     return PackedMasks.pack(masks)
 
@@ -59,12 +64,16 @@ def _next_masks(
     rng,
     keep_current=False,
     model=None,
+    scores=None,
 ):
     """Step 3: the masks after ``target_round`` prunings, by the strategy's rule.
 
     ``keep_current``: the masks were already pruned during training (gradual
     pruning); only the strategy's transformation (rearrange) applies.
+    ``scores``: rank single weights by these instead of ``|w|``.
     """
+    if scores is not None and granularity != "weight":
+        raise ValueError("Scores rank single weights: use granularity='weight'.")
     if keep_current:
         scope, granularity = "layerwise", "weight"
     n_m = _n_m(granularity)
@@ -74,7 +83,8 @@ def _next_masks(
         for w in weights:
             mask = np.asarray(w.mask)
             k = int(mask.sum()) if keep_current else _keep(w, rates, target_round)
-            new = magnitude.top_k(_magnitudes(w.kernel), mask, k)
+            ranked = _magnitudes(w.kernel) if scores is None else np.asarray(scores[w.name])
+            new = magnitude.top_k(ranked, mask, k)
             masks.update(PackedMasks.pack({w.name: new}).packed)
         masks = PackedMasks(masks)
         return magnitude.rearrange(masks, rng) if strategy == "rearrange" else masks
@@ -107,10 +117,12 @@ def _next_masks(
         masks = _unit_masks(weights, trained, current, rates, target_round, criterion)
     else:  # single weights over the whole model (per layer is the fast path above)
         total = sum(m.size for m in current.values())
-        rate = next(iter(rates.values()))
-        masks = magnitude.magnitude_global(
-            trained, current, magnitude.keep_count(total, rate, target_round)
-        )
+        kept = magnitude.keep_count(total, next(iter(rates.values())), target_round)
+        if scores is None:
+            masks = magnitude.magnitude_global(trained, current, kept)
+        else:
+            ranked = {n: np.asarray(scores[n], dtype="float64") for n in current}
+            masks = magnitude.top_k_global(ranked, current, kept)
     if strategy == "rearrange" and granularity == "unit":
         masks = _rearrange_units(weights, masks, rng)
     elif strategy == "rearrange":

@@ -49,6 +49,9 @@ _CONFIG_KEYS = (
     "verbose",
     "data",
 )
+#: Keys added after 0.3.0: in the configuration only where they differ from their default,
+#: so that a run directory started by 0.3.0 matches its configuration and resumes.
+_LATER_KEYS = {"method": "imp", "mask_phase": 1.0, "prune_subset": None, "subset_rule": "critical"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class SearchOptions:
                 "early_bird watches the magnitude mask during training: it cannot be combined "
                 "with strategy='random_prune' or gradual magnitude."
             )
+        _check_method(p, groups["training"], eb, gradual)
         if split is not None and (not isinstance(split, numbers.Real) or not 0.0 < split < 1.0):
             raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
         data, run_dir = args["data"], args["run_dir"]
@@ -99,7 +103,8 @@ class SearchOptions:
             "verbose": args["verbose"],
             "data": data if isinstance(data, str) or data is None else type(data).__name__,
         }
-        config = {k: config[k] for k in _CONFIG_KEYS}
+        later = {k: config[k] for k, default in _LATER_KEYS.items() if config[k] != default}
+        config = {**{k: config[k] for k in _CONFIG_KEYS}, **later}
         return cls(
             **groups,
             early_bird=eb,
@@ -117,6 +122,20 @@ class SearchOptions:
         if p.target_sparsity is None:
             return p.rate
         return magnitude.per_round_rate(p.target_sparsity, p.rounds)
+
+
+def _check_method(p: Pruning, t: Training, eb, gradual) -> None:
+    """Refuse what learned masks and pruning on a subset cannot be combined with."""
+    if p.method == "learned" and (eb is not None or gradual is not None):
+        raise ValueError(
+            "method='learned' learns the masks in one phase of gates: it cannot be combined "
+            "with early_bird or gradual pruning (both watch magnitude pruning's rounds)."
+        )
+    if t.prune_subset is not None and (p.method == "learned" or eb is not None):
+        raise ValueError(
+            "prune_subset shortens IMP's pruning rounds: use it with method='imp' and without "
+            "early_bird."
+        )
 
 
 def _describe_selector(selector) -> Any:
