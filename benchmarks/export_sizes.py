@@ -7,13 +7,17 @@ exports both to every format and prints a markdown table.  Every number comes
 from :class:`keras_lottery.ExportReport`, i.e. from the written file and from
 running it on the MNIST test set.
 
-    PYTHONPATH=. python benchmarks/export_sizes.py [--data ../shared/data/mnist]
+    PYTHONPATH=. python benchmarks/export_sizes.py [--data ../shared/data/mnist] \
+        [--table benchmarks/results/export_sizes.md]
+
+``--table FILE`` also writes the printed table there, after the command and the versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -64,15 +68,18 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default=None, help="keep the exports here (default: temp)")
+    parser.add_argument("--table", help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
 
     data = kl.load_dataset(args.data)
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
     keras.utils.set_random_seed(0)
     dense = lenet()
+    candidate = lenet()  # the same θ0: find_ticket trains its model in place
+    candidate.set_weights(dense.get_weights())
     t0 = time.perf_counter()
     sparse = kl.find_ticket(
-        dense,
+        candidate,
         train,
         target_sparsity=0.9,
         output_rate=0.9,  # every layer 90% sparse (the paper's default halves the output rate)
@@ -81,7 +88,7 @@ def main(argv=None) -> None:
         epochs=args.epochs,
         seed=0,
         verbose=0,
-    )  # dense is not modified: it still holds θ0
+    )
     dense.fit(*train, epochs=args.epochs, batch_size=60, verbose=0)
     overall = kl.sparsity(sparse)["overall"]
     print(
@@ -108,6 +115,23 @@ def main(argv=None) -> None:
                 rows.append((label, row, report))
                 print(report, end="\n\n", file=sys.stderr)
         print(table(rows))
+    if args.table:
+        import importlib.metadata
+        import platform
+
+        import tensorflow as tf
+
+        from keras_lottery.records.files import atomic_write
+
+        command = shlex.join(["python", "benchmarks/export_sizes.py", *sys.argv[1:]])
+        text = (
+            f"`{command}`\n\nkeras-lottery {kl.__version__}, TF {tf.__version__}, "
+            f"Keras {keras.__version__}, "
+            f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}, "
+            f"{platform.machine()}, {os.cpu_count()} CPUs\n\n"
+            f"{table(rows)}\n"
+        )
+        atomic_write(args.table, lambda f: f.write(text.encode()))
 
 
 def table(rows) -> str:

@@ -8,6 +8,7 @@ import click
 
 from .choices import EXPORT_FORMATS
 from .errors import user_errors
+from .output import output_option
 
 
 @click.command()
@@ -19,11 +20,9 @@ from .errors import user_errors
     default="tflite",
     show_default=True,
 )
-@click.option(
-    "--output",
-    "-o",
+@output_option(
+    "Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
     type=click.Path(path_type=Path),
-    help="Output file (folder for saved_model) [RUN_DIR/export/<name><suffix>].",
 )
 @click.option("--name", help="File name stem [ticket].")
 @click.option(
@@ -59,6 +58,9 @@ def export(run_dir, format_, output, name, verify_size, overwrite, rnn, compact,
     with user_errors():
         from keras_lottery.runs import directory as runs
 
+        problem = runs.ticket_problem(run_dir)
+        if problem is not None:
+            click.echo(f"{run_dir}: {problem}: {runs.REBUILDING}.", err=True)
         report = runs.export_run(
             run_dir,
             format_,

@@ -203,8 +203,17 @@ def execute(
     from .progress import RoundProgress, RoundTensorBoard, write_jsonl
 
     if runs.is_done(run_dir):
-        click.echo(f"Run {run_dir} is already done; nothing to do.")
-        click.echo(done_line(run_dir))
+        problem = runs.ticket_problem(run_dir)
+        if problem is None:
+            click.echo(f"Run {run_dir} is already done; nothing to do.")
+            click.echo(done_line(run_dir))
+            return
+        click.echo(f"Run {run_dir} is done, but {problem}: {runs.REBUILDING}.")
+        runs.rebuild_ticket(run_dir)
+        if log_jsonl:
+            summary = runs.done_summary(run_dir) or {}
+            write_jsonl(log_jsonl, {"event": "rebuilt", "run_dir": str(run_dir), **summary})
+        click.echo(f"Rebuilt {done_line(run_dir)}")
         return
     last = runs.total_rounds(config) - 1
     completed = runs.completed_round(run_dir)

@@ -24,3 +24,5 @@ def list_runs(paths):
             settings = " ".join(f"{k}={v}" for k, v in runs.non_default(info.config).items())
             line = f"{d}  {info.status:<10}  {settings or '(defaults)'}"
             click.echo(line + (f"  ({info.failed})" if info.failed else ""))
+            if info.damaged:
+                click.echo(f"  {info.damaged}")

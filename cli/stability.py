@@ -8,6 +8,7 @@ import click
 
 from .choices import DEFAULTS, MODELS
 from .errors import user_errors
+from .output import output_option
 
 
 @click.command()
@@ -58,14 +59,12 @@ from .errors import user_errors
     help="Largest error barrier called stable.",
 )
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
-@click.option(
-    "--out",
-    default="stability.png",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Plot of error along the path.",
+@output_option(
+    "Plot of error along the path (PNG).", "stability.png", type=click.Path(dir_okay=False)
 )
-def stability(model, dataset, data_dir, rewind_to, steps, batch_size, points, threshold, seed, out):
+def stability(
+    model, dataset, data_dir, rewind_to, steps, batch_size, points, threshold, seed, output
+):
     """Train two copies of MODEL from iteration k on different data orders and plot the
     test error on the line between them (Frankle et al. 2020); print each k's
     instability and the earliest stable k.
@@ -96,8 +95,8 @@ def stability(model, dataset, data_dir, rewind_to, steps, batch_size, points, th
             )
         click.echo(f"earliest stable k (<= {100 * threshold:g} points): {scan.stable}")
         figure = _plot(scan, model)
-        atomic_write(Path(out), lambda f: figure.savefig(f, format="png", dpi=120))
-        click.echo(f"Wrote {out}", err=True)
+        atomic_write(Path(output), lambda f: figure.savefig(f, format="png", dpi=120))
+        click.echo(f"Wrote {output}", err=True)
 
 
 def _plot(scan, model):

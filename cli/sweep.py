@@ -36,6 +36,13 @@ def sweep_job(run_dir: Path, quiet: bool = True, log_jsonl: str | None = None) -
     "log in the run dir).",
 )
 @click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Cap each job's thread pools at N, each job in its own process (also with --jobs 1): "
+    "the same N as a Ray sweep's --cpus-per-job gives bitwise its tickets.",
+)
+@click.option(
     "--ray",
     "ray_address",
     is_flag=False,
@@ -73,6 +80,7 @@ def sweep(
     spec,
     runs_root,
     jobs,
+    threads,
     ray_address,
     cpus_per_job,
     gpus_per_job,
@@ -111,6 +119,10 @@ def sweep(
             for item in todo.todo:
                 click.echo(f"todo {item.run_dir}  {item.label}")
             return
+        if ray_address is not None and threads is not None:
+            raise click.UsageError(
+                "--threads is for local jobs; on Ray, --cpus-per-job caps each job's threads."
+            )
         if ray_address is not None:
             executor = executors.RayCluster(
                 ray_address,
@@ -121,12 +133,11 @@ def sweep(
                 max_retries=max_retries,
             )
         else:
-            executor = executors.LocalProcesses(jobs)
+            executor = executors.LocalProcesses(jobs, threads)
         if log_jsonl:
             log_jsonl = str(Path(log_jsonl).resolve())
-        job = functools.partial(
-            sweep_job, quiet=quiet or jobs > 1 or bool(ray_address), log_jsonl=log_jsonl
-        )
+        in_processes = jobs > 1 or threads is not None or bool(ray_address)
+        job = functools.partial(sweep_job, quiet=quiet or in_processes, log_jsonl=log_jsonl)
         try:
             result = executors.run_sweep(
                 plan, runs_root=runs_root, executor=executor, job=job, echo=click.echo

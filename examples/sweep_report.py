@@ -9,7 +9,7 @@ and early_stop.png.  Rerunning skips finished runs and resumes unfinished ones. 
 with the command line:
 
     keras-lottery sweep sweep_out/sweep.yaml --jobs 2
-    keras-lottery report sweep_out/runs --out sweep_out/figures --csv sweep_out/table.csv
+    keras-lottery report sweep_out/runs --output sweep_out/figures --csv sweep_out/table.csv
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 
@@ -173,6 +175,32 @@ class StopAtIteration(IterationCallback):
         super().on_train_batch_end(batch, logs)
         if self.iterations >= self.steps:
             self.stop()
+
+
+class CallClock(keras.callbacks.Callback):
+    """The wall time of each training call of a ``fit`` (one call: ``steps_per_execution`` steps).
+
+    Only ``on_train_batch_begin`` is hooked, so Keras still dispatches the
+    steps asynchronously (no host sync per step); on an asynchronous backend a
+    call's time is its dispatch, and the first call's includes compiling it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[float] = []
+        self._last: float | None = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.calls.append(now - self._last)
+        self._last = now
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last = None  # an epoch's end (evaluation, logs) is not a call
+
+    def on_train_end(self, logs=None):
+        self._last = None
 
 
 class DivergenceError(RuntimeError):

@@ -30,7 +30,7 @@ class MissingExtraError(ImportError):
 
 def require(module: str, feature: str) -> ModuleType:
     """Import ``module`` for ``feature``, or raise a one-line :class:`MissingExtraError`."""
-    if module in sys.modules:
+    if sys.modules.get(module) is not None:
         return sys.modules[module]
     try:
         return importlib.import_module(module)

@@ -7,7 +7,7 @@ refactoring that must not change behaviour) and compare the output::
     KERAS_BACKEND=jax PYTHONPATH=<checkout> python tests/search_digest.py > before-jax.txt
 
 Each line is ``<case> <what> <sha256>``: the record's configuration, every
-round's masks and metrics (not its seconds), the rewind weights, the final
+round's masks and metrics (not its wall times), the rewind weights, the final
 weights (masks included), run ids and a run directory's fingerprint.  The cases
 cover the strategies, granularities, scopes, one-shot, late rewinding,
 early-bird and resuming an interrupted run.
@@ -129,11 +129,15 @@ def arrays_sha(arrays) -> str:
     return h.hexdigest()[:16]
 
 
+#: A round's wall times (its fit, and outside training by place): not behaviour.
+TIMINGS = ("seconds", "outside")
+
+
 def describe(name: str, ticket) -> list[str]:
     record = ticket.lottery
     lines = [f"{name} config {json_sha(record.config)}"]
     for r in record.rounds:
-        metrics = {k: v for k, v in r.to_dict().items() if k != "seconds"}
+        metrics = {k: v for k, v in r.to_dict().items() if k not in TIMINGS}
         lines.append(f"{name} round{r.round}.metrics {json_sha(metrics)}")
         lines.append(f"{name} round{r.round}.masks {arrays_sha(sorted(r.masks.items()))}")
     lines.append(f"{name} rewind {arrays_sha(sorted(record.rewind_weights.items()))}")

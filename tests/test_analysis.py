@@ -91,7 +91,7 @@ def test_cli_stability_prints_each_k_and_writes_the_plot(tmp_path):
 
     out = tmp_path / "stability.png"
     args = ["stability", "--steps", "20", "--rewind-to", "0", "--rewind-to", "5"]
-    result = CliRunner().invoke(cli, [*args, "--points", "3", "--out", str(out)])
+    result = CliRunner().invoke(cli, [*args, "--points", "3", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert "rewind_to=0: instability" in result.output and "rewind_to=5" in result.output
     assert "earliest stable k" in result.output

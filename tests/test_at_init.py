@@ -120,6 +120,31 @@ def test_snip_scores_match_a_hand_computation():
     np.testing.assert_allclose(next(iter(scores.values())), expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.backends
+def test_grasp_scores_and_sign_match_a_hand_computation():
+    """One linear layer, mean squared error: H v = 2/(n k) xᵀx v, score θ ⊙ Hg, keep the highest.
+
+    GraSP removes the weights of highest S(-θ) = -θ ⊙ Hg, i.e. keeps the highest θ ⊙ Hg.
+    """
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 5)).astype("float32")
+    y = rng.normal(size=(16, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, use_bias=False)])
+    model.compile("sgd", "mse")
+    w = np.array(model.weights[0], dtype="float64")
+    g = 2.0 / (16 * 4) * x.T @ (x @ w - y)
+    expected = w * (2.0 / (16 * 4) * x.T @ x @ g)
+    ticket = kl.make_prunable(model)
+    scores = at_init.grasp_scores(ticket, ticket.prunable_weights(), [(x, y)], temperature=1.0)
+    np.testing.assert_allclose(next(iter(scores.values())), expected, rtol=1e-3, atol=1e-6)
+    pruned = kl.prune_at_init(
+        model, (x, y), sparsity=0.5, method="grasp", temperature=1.0, batch_size=16
+    )
+    kept_scores = np.sort(expected[masks_of(pruned)[0]])
+    assert kept_scores.size == 10 and kept_scores[0] >= np.sort(expected.ravel())[-10]
+
+
 def _smooth_model():
     keras.utils.set_random_seed(1)
     model = keras.Sequential(
@@ -299,6 +324,11 @@ def test_every_model_of_the_matrix(name):
         weights = ticket.prunable_weights()
         total = sum(int(np.prod(w.mask.shape)) for w in weights)
         assert sum(kept(ticket)) == round(total * 0.2), (name, method)
+        if method == "synflow":  # a constant R (an activation left on) scores every weight 0
+            dense = kl.make_prunable(matrix.build(name)[0])
+            scores = at_init.synflow_scores(dense, dense.prunable_weights(), [(x, y)])
+            dead = [n for n, v in scores.items() if not np.any(v)]
+            assert not [n for n in dead if not _attention_query_or_key(n)], (name, dead)
         pruned = {id(w.kernel): np.asarray(w.mask) for w in weights}
         for var, value in zip(model.weights, before):
             now = np.array(var)
@@ -308,3 +338,113 @@ def test_every_model_of_the_matrix(name):
         ticket.fit(x, y, batch_size=8, epochs=1, verbose=0)
         for w in weights:
             assert not np.any(np.asarray(w.kernel)[~np.asarray(w.mask)]), (name, method)
+
+
+def _attention_query_or_key(path: str) -> bool:
+    """Attention's query and key: SynFlow's all-ones input makes every token alike, so the
+    attention softmax is constant and they score 0 (the method's blind spot, not a bug)."""
+    return path.split("/")[-2] in ("query", "key")
+
+
+def lenet_300_100(separate_softmax: bool) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((28, 28)), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(h, activation="relu") for h in (300, 100)]
+    if separate_softmax:  # as keras.applications' MobileNetV3 ends
+        layers += [keras.layers.Dense(10), keras.layers.Activation("softmax")]
+    else:
+        layers.append(keras.layers.Dense(10, activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.backends
+def test_synflow_follows_the_output_back_past_activation_layers():
+    """A softmax in its own layer is switched off as a fused one: the same masks, no collapse.
+
+    With the softmax left on, R (the sum of the outputs) is constant, every score is 0
+    and LeNet-300-100 at 99% kept [2662, 0, 0] weights per layer.
+    """
+    assert [type(la).__name__ for la in at_init.activation_tail(lenet_300_100(True))] == [
+        "Activation"
+    ]
+    fused, separate = (
+        kl.prune_at_init(lenet_300_100(s), sparsity=0.99, method="synflow", iterations=4)
+        for s in (False, True)
+    )
+    assert min(kept(fused)) > 0, kept(fused)
+    for a, b in zip(masks_of(fused), masks_of(separate)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _two_layer(regularizer=None, loss_weights=None) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(8, activation="relu", kernel_regularizer=regularizer),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile(
+        "sgd",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss_weights=loss_weights,
+    )
+    return model
+
+
+@pytest.mark.backends
+def test_one_output_loss_is_the_compiled_loss_with_regularization_and_loss_weights():
+    """As with several outputs: ``loss_weights`` scale the loss, regularization adds to it."""
+    x, y = data(32)
+    plain, tuned = _two_layer(), _two_layer(keras.regularizers.L2(0.5), [0.25])
+    g0 = gradients.loss_gradients(plain, x, y, [la.kernel for la in plain.layers])
+    g1 = gradients.loss_gradients(tuned, x, y, [la.kernel for la in tuned.layers])
+    w = np.asarray(tuned.layers[0].kernel)  # the same θ0 (same seed): d(0.5 |w|^2)/dw = w
+    np.testing.assert_allclose(g1[0], 0.25 * g0[0] + w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g1[1], 0.25 * g0[1], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.backends
+def test_a_weight_the_loss_does_not_reach_scores_zero():
+    """One rule on every backend: no gradient (TF's None, PyTorch's unused) is a 0."""
+    x, y = data(32)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12,))
+    outputs = {"a": keras.layers.Dense(3, name="a")(inp), "b": keras.layers.Dense(2, name="b")(inp)}
+    model = keras.Model(inp, outputs)
+    model.compile("sgd", loss={"a": keras.losses.SparseCategoricalCrossentropy(True), "b": None})
+    kernels = [model.get_layer("a").kernel, model.get_layer("b").kernel]
+    g = gradients.loss_gradients(model, x, {"a": y}, kernels)
+    hg = gradients.loss_hessian_vector_product(model, x, {"a": y}, kernels, g)
+    assert np.any(g[0]) and np.any(hg[0])
+    assert g[1].shape == (12, 2) and not np.any(g[1]) and not np.any(hg[1])
+    ticket = kl.prune_at_init(model, (x, {"a": y}), sparsity=0.5, method="grasp")
+    assert sum(kept(ticket)) == round(0.5 * (36 + 24))
+
+
+@pytest.mark.backends
+def test_data_is_read_as_find_ticket_reads_it():
+    """The backend's own tensors and tuples of inputs are (x, y), as for find_ticket."""
+    x, y = data(64)
+    arrays = kl.prune_at_init(mlp(), (x, y), sparsity=0.7, method="snip", seed=3)
+    tensors = kl.prune_at_init(
+        mlp(),
+        (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)),
+        sparsity=0.7,
+        method="snip",
+        seed=3,
+    )
+    for a, b in zip(masks_of(arrays), masks_of(tensors)):
+        np.testing.assert_array_equal(a, b)
+
+    keras.utils.set_random_seed(0)
+    left, right = keras.Input((7,)), keras.Input((5,))
+    joined = keras.layers.Concatenate()([left, right])
+    model = keras.Model([left, right], keras.layers.Dense(3)(keras.layers.Dense(8)(joined)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pair = (x[:, :7], keras.ops.convert_to_tensor(x[:, 7:]))  # a tuple of two inputs
+    ticket = kl.prune_at_init(model, (pair, y), sparsity=0.5, method="grasp")
+    assert sum(kept(ticket)) == round(0.5 * (12 * 8 + 8 * 3))

@@ -119,6 +119,129 @@ def test_accelerator_small_run_has_every_row_without_tensorflow(tmp_path):
     assert "| resnet50 | mixed_bfloat16 |" in table and "| transformer | float32 |" in table
 
 
+def _early_bird():
+    import importlib
+
+    return importlib.import_module("early_bird")
+
+
+def _run(its, stops, acc, seconds=1.0):
+    return {
+        "iterations": sum(its),
+        "round_iterations": its,
+        "stops": stops,
+        "reasons": [None] * len(stops),
+        "percent_remaining": 51.3,
+        "test_accuracy": acc,
+        "seconds": seconds,
+    }
+
+
+def test_early_bird_tables_are_computed_from_the_runs():
+    """Ratios, stop ranges (iterations and % of full IMP's round), accuracy ranges, per-seed Δ."""
+    eb = _early_bird()
+    full = [_run([100, 100, 100], [None, None], 0.90), _run([100, 100, 100], [None] * 2, 0.92)]
+    early = [_run([30, 50, 100], [30, 50], 0.89), _run([40, 100, 100], [40, None], 0.94)]
+    text = eb.tables({eb.FULL: full, "early": early}, seeds=[3, 7])
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    cells = [c.strip() for c in rows["early"].strip("|").split("|")]
+    # mean iterations (180 + 240) / 2 = 210 of 300: 0.70x; 3 of 4 rounds stopped at 30-50 (30-50%)
+    assert cells[1:9] == [
+        "51.3%",
+        "210",
+        "0.70×",
+        "3/4",
+        "30–50 (30–50%)",
+        "91.50 (89.00–94.00)",
+        "+0.50 (−1.00 to +2.00)",
+        "1",
+    ]
+    assert "| 0/4 | – |" in rows["full IMP"] and "1.00×" in rows["full IMP"]
+    assert "| 7 | early | 240 | 40, full | 94.00 | +2.00 |" in text
+    assert "| 3 | early | 180 | 30, 50 | 89.00 | −1.00 |" in text
+    assert "| 3 | full IMP | 300 | full, full | 90.00 | – |" in text
+
+
+def test_early_bird_out_file_is_what_it_printed(tmp_path, monkeypatch, capsys):
+    """``--out`` writes exactly the printed tables, with the command and versions."""
+    import numpy as np
+
+    from keras_lottery.data import datasets
+
+    eb = _early_bird()
+    x, y = np.zeros((6, 28, 28), "float32"), np.zeros(6, "int64")
+    monkeypatch.setattr(datasets, "load_dataset", lambda path: datasets.Dataset("m", x, y, x, y))
+    fake = {None: _run([10, 10], [None], 0.5)}
+    monkeypatch.setattr(
+        eb, "search", lambda data, r, s, seed, e, ep: fake.get(e, _run([5, 10], [5], 0.4))
+    )
+    out = tmp_path / "table.md"
+    eb.main(["--rounds", "1", "--seeds", "0", "--settings", "half:", "--out", str(out)])
+    text = out.read_text()
+    assert text in capsys.readouterr().out
+    assert "| half | 51.3% | 15 | 0.75× | 1/1 | 5 (50%) | 40.00 (40.00) | −10.00 (−10.00) |" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]  # no temp file left
+
+
+def test_early_bird_bad_settings_say_how_to_write_them():
+    eb = _early_bird()
+    with pytest.raises(SystemExit, match="name:field=value"):
+        eb.parse_settings("min_fraction=0")
+    with pytest.raises(SystemExit, match="field=value"):
+        eb.parse_settings("a:min_fraction")
+
+
+def test_env_sizes_counts_each_distribution_and_each_file_once(tmp_path):
+    """Sizes per distribution come from RECORD; a hard-linked file is counted once, as du does."""
+    import os
+
+    import env_sizes
+
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "big").mkdir(parents=True)
+    (site / "big" / "a.bin").write_bytes(b"x" * 200_000)
+    os.link(site / "big" / "a.bin", site / "big" / "a_link.bin")
+    (site / "small.py").write_bytes(b"y" * 10)
+    for name, files in {
+        "big-1.0": ["big/a.bin", "big/a_link.bin"],
+        "small-2.0": ["small.py"],
+    }.items():
+        info = site / f"{name}.dist-info"
+        info.mkdir()
+        (info / "RECORD").write_text(
+            "".join(f"{f},sha256=x,1\n" for f in files) + f"{name}.dist-info/RECORD,,\n"
+        )
+    assert env_sizes.site_packages(tmp_path / "venv") == site
+    blocks = os.stat(site / "big" / "a.bin").st_blocks * 512
+    dists = env_sizes.distributions(site)
+    assert blocks <= dists["big"] < 2 * blocks  # RECORD lists both names of one inode
+    assert blocks <= env_sizes.disk_usage(site / "big") < 2 * blocks  # as du counts it
+    assert 0 < dists["small"] < blocks
+    row = env_sizes.measure(tmp_path / "venv", "fake", None, top=1)
+    assert row["distributions"] == 2 and row["largest"][0][0] == "big"
+    assert "not measured" in env_sizes.table([row])
+
+
+def test_env_sizes_refuses_a_folder_that_is_no_environment(tmp_path):
+    import env_sizes
+
+    with pytest.raises(SystemExit, match="is it a virtual environment"):
+        env_sizes.site_packages(tmp_path)
+
+
+def test_benchmark_readme_shows_the_stored_outputs_verbatim():
+    """Each table stored under benchmarks/results/ appears unchanged in benchmarks/README.md."""
+    readme = (BENCH / "README.md").read_text(encoding="utf-8")
+    stored = sorted((BENCH / "results").glob("*.md"))
+    assert stored
+    for path in stored:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+        end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), None)
+        table = "\n".join(lines[first:end])
+        assert table in readme, f"benchmarks/README.md does not show {path.name}'s table as stored"
+
+
 def test_structured_speed_masks_keep_the_asked_share_of_units_but_the_output_layer():
     """``structured_speed.structured``: whole units masked, ``keep`` of each layer, and the
     compacted model has exactly those widths and the masked model's outputs."""

@@ -404,9 +404,12 @@ def test_yaml_sweep_runs_the_grid_and_skips_finished_jobs(yaml_sweep):
 def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
     root, _, _ = yaml_sweep
     csv_file, json_file = tmp_path / "r.csv", tmp_path / "r.json"
-    result = invoke("report", root, "--out", tmp_path, "--csv", csv_file, "--json", json_file)
+    result = invoke("report", root, "--output", tmp_path, "--csv", csv_file, "--json", json_file)
     assert result.exit_code == 0, result.output
     assert "rewind" in result.output and "reinit" in result.output
+    # the cost table: 2 prunings + the final training of one epoch each, IMP itself
+    cost = result.output.split("Cost (from a random network to the trained ticket):")[1]
+    assert "x IMP" in cost and cost.count("1.000") == 2, cost
     for name in ("accuracy.png", "early_stop.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1024
@@ -417,6 +420,21 @@ def test_report_table_csv_json_and_plots(yaml_sweep, tmp_path):
     csv_lines = csv_file.read_text().splitlines()
     assert csv_lines[0].startswith("group,round,runs,percent_remaining_mean")
     assert len(csv_lines) == 7
+
+
+@pytest.mark.backends
+def test_output_is_one_option_name_across_commands(yaml_sweep, tmp_path):
+    """--output/-o wherever a command writes; --out, the old name, works but is not shown."""
+    for command in ("report", "export", "stability"):
+        shown = invoke(command, "--help").output
+        assert "-o, --output" in shown and "--out " not in shown, command
+    root, _, _ = yaml_sweep
+    old = invoke("report", root, "--out", tmp_path / "old")
+    assert old.exit_code == 0, old.output
+    assert (tmp_path / "old" / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
+    both = invoke("report", root, "-o", tmp_path / "a", "--out", tmp_path / "b")
+    assert both.exit_code == 2 and "same option" in both.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_report_series_one_line_per_strategy(yaml_sweep, tmp_path):
@@ -453,6 +471,8 @@ def test_json_sweep_in_two_processes(tmp_path):
     path.write_text(json.dumps(spec))
     dry = invoke("sweep", path, "--dry-run", "--runs-root", tmp_path / "out")
     assert dry.output.count("todo") == 2 and not (tmp_path / "out").exists()
+    both = invoke("sweep", path, "--ray", "--threads", "1", "--runs-root", tmp_path / "out")
+    assert both.exit_code == 2 and "--cpus-per-job caps each job's threads" in both.output
     result = invoke("sweep", path, "--jobs", "2", "--runs-root", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert result.output.count("started") == 2 and result.output.count("done in") == 2

@@ -116,6 +116,11 @@ def test_a_second_round_never_regrows_and_the_compact_model_saves(mnist, tmp_pat
     x, y = _digits(mnist)
     options = dict(granularity="unit", steps=2, batch_size=32, verbose=0, seed=0)
     ticket = kl.find_ticket(residual_cnn(), (x, y), rounds=2, rate=0.5, **options)
+    rounds = [r.masks for r in ticket.lottery.rounds]
+    for before, after in zip(rounds, rounds[1:]):
+        for name, mask in after.items():
+            grown = np.asarray(mask).astype(bool) & ~np.asarray(before[name]).astype(bool)
+            assert not grown.any(), name  # masks never regrow
     masks = {w.layer.name: np.array(w.mask) for w in ticket.prunable_weights()}
     assert masks["c1"].any(axis=(0, 1, 2)).sum() == 4  # 16 -> 8 -> 4
     small, report = compact(ticket)
@@ -147,12 +152,40 @@ def test_unknown_layers_keep_their_widths_and_the_report_says_why():
     check_same_outputs(ticket, small, x)
 
 
+def test_raw_operations_of_a_functional_graph_couple_like_their_layers():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    a = keras.layers.Dense(6, name="a")(inputs)
+    b = keras.layers.Dense(6, name="b")(keras.ops.relu(a))
+    x = keras.ops.relu(a + b) * 2.0  # raw operations: a residual add, an activation, a scale
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+    ticket = prune_units(model, 0.5)
+    small, report = compact(ticket)
+    assert report.units["a"] == (6, 3) and report.units["b"] == (6, 3)
+    assert report.groups["a+b"] == (6, 3)
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    check_same_outputs(ticket, small, x)
+
+
 APPLICATIONS = [
-    # name, layers whose width must drop, a coupling joined through an Add/Concatenate
-    ("ResNet50", {"conv2_block1_1_conv": (64, 32)}, "conv2_block1_0_conv+conv2_block1_3_conv"),
-    ("MobileNetV2", {"block_1_expand": (96, 48)}, "block_1_project+block_2_project"),
-    ("EfficientNetB0", {"block2a_se_reduce": (4, 2)}, "block2a_expand_conv+block2a_se_expand"),
-    ("DenseNet121", {"conv2_block1_1_conv": (128, 64)}, "conv1_conv+conv2_block1_2_conv"),
+    # name, widths that halve, two layers whose outputs are one coupling (True: the same
+    # units, through an Add or a gate; False: side by side, through a Concatenate)
+    (
+        "ResNet50",
+        {"conv2_block1_1_conv": (64, 32)},
+        ("conv2_block1_0_conv", "conv2_block1_3_conv", True),
+    ),
+    ("MobileNetV2", {"block_1_expand": (96, 48)}, ("block_1_project", "block_2_project", True)),
+    (
+        "EfficientNetB0",
+        {"block2a_se_reduce": (4, 2)},
+        ("block2a_expand_conv", "block2a_se_expand", True),
+    ),
+    (
+        "DenseNet121",
+        {"conv2_block1_1_conv": (128, 64)},
+        ("conv1_conv", "conv2_block1_2_conv", False),
+    ),
 ]
 
 
@@ -164,13 +197,16 @@ def test_keras_applications_compact_to_half_their_units(name, widths, coupled):
         weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
     )
     _randomize_statistics(model)
+    graph = Graph(model)
+    a, b = (graph.tensor_units(model.get_layer(n).output) for n in coupled[:2])
+    assert graph.coupling_of[a[0]] == graph.coupling_of[b[0]]
+    assert np.array_equal(a, b) == coupled[2]
     ticket = prune_units(model, 0.5)
     small, report = compact(ticket)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     check_same_outputs(ticket, small, x)
     for layer, before_after in widths.items():
         assert report.units[layer] == before_after
-    assert any(g.startswith(coupled) for g in report.groups)
     assert report.params_after < 0.4 * report.params_before
     assert any("a model input" in k for k in report.kept)
 
@@ -259,3 +295,37 @@ def test_gpt_decoder_loses_attention_heads_and_key_value_groups(tmp_path):
     assert any("a model output" in k for k in report.kept)
     small.save(tmp_path / "gpt.keras")
     check_same_outputs(ticket, keras.saving.load_model(tmp_path / "gpt.keras"), x)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TFLite export runs on TF")
+def test_a_compacted_residual_cnn_exports_to_tflite_with_the_same_outputs(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    ticket = prune_units(residual_cnn(), 0.5)
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    report = kl.export(ticket, tmp_path / "small.tflite", "tflite", verify_data=x, compact=True)
+    assert any(n.startswith("compacted before export") for n in report.notes)
+    interpreter = Interpreter(model_path=str(report.path))
+    runner = interpreter.get_signature_runner()
+    (name,) = runner.get_input_details()
+    got = next(iter(runner(**{name: x}).values()))
+    np.testing.assert_allclose(got, _np(ticket(x)), atol=1e-4)
+
+
+def test_a_registered_rule_lets_compaction_into_a_subclassed_block():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compact_custom_layer.py"
+    spec = importlib.util.spec_from_file_location("compact_custom_layer", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # defines FeedForward and registers its rule
+    model = example.model(seed=0)
+    ticket = prune_units(model, 0.5, "product")
+    small, report = compact(ticket)
+    assert report.units["block hidden"] == (256, 128) and report.units["block"] == (64, 32)
+    block = small.get_layer("block")
+    assert (block.hidden, block.units) == (128, 32)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28)).astype("float32")
+    check_same_outputs(ticket, small, x)

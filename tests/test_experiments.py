@@ -85,3 +85,17 @@ def test_at_init_run_row(tiny_mnist):
     assert len(row["layer_remaining"]) == 3
     assert 0 < row["early_stop_iteration"] <= 100
     assert row["early_stop_test_accuracy"] > 0.5
+
+
+def test_readme_tables_are_what_tables_py_makes_from_the_stored_results():
+    """Every ``<!-- table:NAME -->`` block of experiments/README.md is regenerated, not typed."""
+    import re
+
+    import tables
+
+    text = (EXPERIMENTS / "README.md").read_text(encoding="utf-8")
+    blocks = dict(re.findall(r"<!-- table:(\S+) -->\n(.*?)\n<!-- /table -->", text, re.S))
+    made = tables.tables()
+    assert blocks, "no table blocks found"
+    stale = [name for name, table in blocks.items() if made.get(name) != table]
+    assert not stale, f"run `python experiments/tables.py --readme`; stale tables: {stale}"

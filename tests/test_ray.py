@@ -108,6 +108,21 @@ def test_ray_sweep_equals_jobs_1_and_a_killed_task_resumes(ray, tmp_path):
 
 
 @pytest.mark.ray
+def test_ray_and_local_jobs_with_the_same_threads_give_bitwise_the_same_ticket(ray, tmp_path):
+    """One thread setting for both executors (thread_caps): a Ray task with one CPU and a
+    local job capped at one thread train bitwise the same weights, not just the same masks."""
+    spec = write_spec(tmp_path, TINY, {})
+    local = run_sweep(spec, runs_root=tmp_path / "local", executor=LocalProcesses(1, threads=1))
+    on_ray = run_sweep(spec, runs_root=tmp_path / "ray", executor=RayCluster(cpus_per_job=1))
+    assert local.ok and on_ray.ok
+    (job,) = local.plan.jobs
+    a = runs.load_ticket(job.run_dir).weights
+    b = runs.load_ticket(tmp_path / "ray" / job.run_dir.name).weights
+    assert len(a) == len(b) and all(np.array_equal(np.array(x), np.array(y)) for x, y in zip(a, b))
+    assert "Starting:" in (job.run_dir / executors.LOG_FILE).read_text()  # in its own process
+
+
+@pytest.mark.ray
 def test_ray_refuses_a_job_bigger_than_any_node(ray, tmp_path):
     spec = write_spec(tmp_path, TINY, {})
     with pytest.raises(ExecutorError, match=r"asks for 64 CPUs .* largest node .* has 2"):
@@ -146,7 +161,8 @@ def test_ray_flag_without_ray_gives_the_install_hint(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["sweep", str(spec), "--ray", "--runs-root", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        'Error: Ray is not installed: pip install "keras-lottery[ray]"'
+        "Error: Running a sweep on Ray needs ray, which is not installed: "
+        "pip install 'keras-lottery[ray]'"
     )
     assert not any(tmp_path.glob("*/config.json"))
 
@@ -167,6 +183,9 @@ def test_thread_env_caps_every_pool_and_keeps_user_settings():
     assert env["OMP_NUM_THREADS"] == "3"  # set by the user: kept
     assert env["XLA_FLAGS"] == "--xla_dump_to=x --xla_cpu_multi_thread_eigen=false"
     assert "XLA_FLAGS" not in executors.thread_env(4, {})
+    # the same caps for local job processes and Ray tasks (only the thread variables)
+    caps = executors.thread_caps(1, {"OMP_NUM_THREADS": "3", "HOME": "/x"})
+    assert caps == {k: v for k, v in executors.thread_env(1, {"OMP_NUM_THREADS": "3"}).items()}
     with pytest.raises(ValueError, match="threads must be >= 1"):
         executors.thread_env(0, {})
 

@@ -11,6 +11,7 @@ from conftest import lenet
 
 import keras_lottery as kl
 from keras_lottery.criteria.magnitude import keep_count, magnitude_layerwise
+from keras_lottery.records.checkpoint import CorruptCheckpointError
 
 FAST = dict(epochs=1, batch_size=60, validation_split=0.1, verbose=0)
 
@@ -351,7 +352,7 @@ def test_resume_after_interruption_matches_uninterrupted(small, tmp_path):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(full.get_weights()[0], resumed.get_weights()[0])
     (sorted(tmp_path.glob("round_*"))[-1] / "masks.npz").write_bytes(b"garbage")
-    with pytest.raises(kl.checkpoint.CorruptCheckpointError, match="corrupt"):
+    with pytest.raises(CorruptCheckpointError, match="corrupt"):
         kl.find_ticket(lenet(hidden=(32,)), small, run_dir=tmp_path, **opts)
     with pytest.raises(ValueError, match="different configuration"):
         kl.find_ticket(lenet(hidden=(32,)), small, run_dir=tmp_path, **{**opts, "rate": 0.3})

@@ -139,7 +139,7 @@ class Graph:
         call = Call(op, list(node.input_tensors), list(node.output_tensors), args, kwargs)
         for t in call.outputs:
             self._add_port(("t", id(t)), width(t), f"{op.name} output")
-        rule = rule_for(op) if isinstance(op, keras.layers.Layer) else None
+        rule = rule_for(op)
         if rule is None and type(op).__module__.startswith("keras_hub."):
             _register_hub_rules()
             rule = rule_for(op)

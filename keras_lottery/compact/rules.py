@@ -156,7 +156,11 @@ _RULES: dict[type, LayerRule] = {}
 
 
 def register_rule(layer_type: type, rule: LayerRule) -> None:
-    """Tell compaction how layers of exactly ``layer_type`` are sliced (replaces any rule)."""
+    """Tell compaction how layers of exactly ``layer_type`` are sliced (replaces any rule).
+
+    ``layer_type`` is a layer class, or the class of a raw operation of a functional
+    graph (``keras.ops``), which compaction calls again as it is.
+    """
     if not isinstance(layer_type, type):
         raise TypeError(f"register_rule takes a layer class, got {layer_type!r}.")
     if not isinstance(rule, LayerRule):
@@ -240,6 +244,25 @@ class RescalingRule(ChannelWise):
         if np.size(layer.scale) > 1 or np.size(layer.offset) > 1:
             return freeze_all(call, f"{call.name} scales each channel by its own constant")
         return super().spec(layer, call)
+
+
+class ElementwiseOp(LayerRule):
+    """A raw operation of a functional graph (``x + y``, ``keras.ops.relu(x)``) acting on
+    each value alone; a constant array among its arguments keeps the widths."""
+
+    def spec(self, op, call):
+        tensors = {id(t) for t in call.inputs}
+        for value in [*call.args, *call.kwargs.values()]:
+            if id(value) not in tensors and np.ndim(value) > 0:
+                return freeze_all(call, f"{call.name} takes a constant array")
+        y = call.outputs[0]
+        spec = LayerSpec()
+        for x in call.inputs:
+            if width(x) == width(y):
+                spec.links.append(Link(x, y))
+            else:
+                spec.frozen.append((x, f"{call.name} broadcasts an input of width {width(x)}"))
+        return spec
 
 
 class Frozen(LayerRule):
@@ -515,6 +538,13 @@ _CHANNEL_WISE = (
     "Add Subtract Multiply Maximum Minimum Average Normalization ActivityRegularization"
 ).split()
 _NORMALIZES = "LayerNormalization GroupNormalization UnitNormalization RMSNormalization".split()
+#: Raw operations acting on each value alone, by module of ``keras.src.ops``.
+_ELEMENTWISE_OPS = {
+    "numpy": "Add Subtract Multiply Divide TrueDivide Maximum Minimum Negative Abs Square "
+    "Sqrt Exp Tanh".split(),
+    "nn": "Relu Relu6 Sigmoid Silu Gelu Softplus Softsign LeakyRelu Elu Selu HardSigmoid "
+    "HardSilu".split(),
+}
 
 
 def _register_builtin() -> None:
@@ -525,6 +555,12 @@ def _register_builtin() -> None:
     for name in _NORMALIZES:
         if hasattr(layers, name):
             register_rule(getattr(layers, name), Frozen("normalizes over the width"))
+    from keras.src.ops import nn, numpy  # the classes of the raw operations
+
+    for module, names in ((numpy, _ELEMENTWISE_OPS["numpy"]), (nn, _ELEMENTWISE_OPS["nn"])):
+        for name in names:
+            if hasattr(module, name):
+                register_rule(getattr(module, name), ElementwiseOp())
     register_rule(layers.Softmax, Frozen("mixes channels (softmax)"))
     register_rule(layers.Activation, ActivationRule())
     register_rule(layers.BatchNormalization, BatchNormRule())

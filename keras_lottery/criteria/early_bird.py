@@ -34,15 +34,11 @@ class EarlyBird:
     The mask "settled" when the last ``window`` checked masks are all within
     ``tolerance`` of the newest one.  A short round moves its weights little
     between checks, so its mask looks settled as soon as the first window
-    fills (about a quarter of the round), long before it has trained: on
-    LeNet-300-100 with 4-epoch rounds on 8,000 MNIST digits, stopping there
-    trained 0.49x full IMP's iterations and lost 0.55 points of final test
-    accuracy (10 seeds).  So a round may stop only once it has trained
-    ``min_fraction`` of its length (checked there too): the default 0.5 lost
-    0.28 points on that schedule, at 0.62x the iterations.  On long rounds,
-    where the mask does settle, it changes little: at the paper's
-    50,000-iteration rounds You et al.'s tolerance stopped 13 rounds, 4 of
-    them before half their length (benchmarks/README.md).
+    fills, long before it has trained, and its ticket loses accuracy.  So a
+    round may stop only once it has trained ``min_fraction`` of its length
+    (checked there too).  What each setting costs and saves, on short rounds
+    and at the paper's length: benchmarks/README.md, "Early-bird rounds vs
+    full IMP" (the figures live there, with the commands that produce them).
 
     Args:
         window: number of consecutive checks compared (You et al.: 5).

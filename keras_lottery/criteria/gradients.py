@@ -13,7 +13,9 @@ backend:
 
 ``fn`` is called with the model in inference mode by the helpers below, so
 BatchNorm uses (and keeps) its moving statistics and dropout is off.  Every
-result is a list of NumPy arrays, one per variable.
+result is a list of NumPy arrays, one per variable; a variable that ``fn``
+does not reach gets zeros, on every backend (TensorFlow and PyTorch would
+give ``None``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-from keras_lottery.callbacks import labels_like, resolve_loss
+from keras_lottery.callbacks import labels_like
 from keras_lottery.extras import tensorflow
 
 
@@ -42,25 +44,22 @@ def hessian_vector_product(
 
 
 def model_loss(model: keras.Model, x, y) -> Callable[[], object]:
-    """``fn()``: the mean compiled loss of ``model`` on ``(x, y)`` (inference mode).
+    """``fn()``: the compiled loss of ``model`` on ``(x, y)`` (inference mode), as ``fit`` has it.
 
-    Several outputs with a loss each give their total, as ``fit`` computes it.
-
-    A mask-aware model not compiled itself uses the loss of the model it wraps.
+    Keras's ``compute_loss`` for one output as for several: the losses weighted
+    by ``loss_weights`` and summed, plus the regularization losses.  One
+    output's ``(n,)`` labels meet an ``(n, 1)`` output as in ``fit``.  A
+    mask-aware model not compiled itself uses the loss of the model it wraps.
     """
     compiled = model if getattr(model, "loss", None) is not None else getattr(model, "model", model)
-    if isinstance(compiled.loss, dict | list | tuple):  # several outputs: Keras sums their losses
-
-        def total():
-            return compiled.compute_loss(x=x, y=y, y_pred=model(x, training=False), training=False)
-
-        return total
-    loss = resolve_loss(compiled)
-    y = np.asarray(y)
+    single = not isinstance(compiled.loss, dict | list | tuple)
+    if single:
+        y = np.asarray(y)
 
     def fn():
         y_pred = model(x, training=False)
-        return keras.ops.mean(loss(labels_like(y, y_pred), y_pred))
+        labels = labels_like(y, y_pred) if single else y
+        return compiled.compute_loss(x=x, y=labels, y_pred=y_pred, training=False)
 
     return fn
 
@@ -101,7 +100,8 @@ class _TF:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in variables])
             out = fn()
-        return _numpy(tape.gradient(out, [v.value for v in variables]))
+        zero = tf.UnconnectedGradients.ZERO  # a weight the loss does not reach: 0
+        return _numpy(tape.gradient(out, [v.value for v in variables], unconnected_gradients=zero))
 
     @staticmethod
     def hvp(fn, variables, vectors):
@@ -112,9 +112,10 @@ class _TF:
             with tf.GradientTape(watch_accessed_variables=False) as inner:
                 inner.watch(values)
                 out = fn()
-            grads = inner.gradient(out, values)
+            zero = tf.UnconnectedGradients.ZERO
+            grads = inner.gradient(out, values, unconnected_gradients=zero)
             dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vectors)])
-        return _numpy(outer.gradient(dot, values))
+        return _numpy(outer.gradient(dot, values, unconnected_gradients=zero))
 
 
 class _Jax:
@@ -163,10 +164,7 @@ class _Torch:
         with torch.enable_grad():
             out = fn()
             grads = torch.autograd.grad(out, values, allow_unused=True)
-        return [
-            np.zeros(tuple(v.shape), "float32") if g is None else g.detach().cpu().numpy()
-            for g, v in zip(grads, variables)
-        ]
+        return _zeros_for_unused(grads, variables)
 
     @classmethod
     def hvp(cls, fn, variables, vectors):
@@ -177,9 +175,25 @@ class _Torch:
         # The fused attention kernels have no second derivative: the reference one has.
         with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             out = fn()
-            grads = torch.autograd.grad(out, values, create_graph=True)
+            grads = torch.autograd.grad(out, values, create_graph=True, allow_unused=True)
             dot = sum(
-                (g * torch.as_tensor(v, device=g.device)).sum() for g, v in zip(grads, vectors)
+                (g * torch.as_tensor(v, device=g.device)).sum()
+                for g, v in zip(grads, vectors)
+                if g is not None
             )
-            hv = torch.autograd.grad(dot, values)
-        return [h.detach().cpu().numpy() for h in hv]
+            if not torch.is_tensor(dot) or not dot.requires_grad:  # nothing reaches the loss
+                return [np.zeros(tuple(v.shape), _dtype(v)) for v in variables]
+            hv = torch.autograd.grad(dot, values, allow_unused=True)
+        return _zeros_for_unused(hv, variables)
+
+
+def _dtype(variable) -> str:
+    return keras.backend.standardize_dtype(variable.dtype)
+
+
+def _zeros_for_unused(grads, variables) -> list[np.ndarray]:
+    """PyTorch's ``None`` for a weight the loss does not reach, as zeros (as TF and JAX give)."""
+    return [
+        np.zeros(tuple(v.shape), _dtype(v)) if g is None else g.detach().cpu().numpy()
+        for g, v in zip(grads, variables)
+    ]

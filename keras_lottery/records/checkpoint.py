@@ -50,7 +50,7 @@ import numpy as np
 from keras_lottery.masks.bitmasks import PackedMasks
 from keras_lottery.records.files import atomic_write, file_sha256, is_temp_file
 from keras_lottery.records.fingerprint import differences
-from keras_lottery.records.record import LotteryRecord, RoundRecord
+from keras_lottery.records.record import LotteryRecord
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.npz"
@@ -163,6 +163,41 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return manifest
 
 
+def check_files(run_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    """Check that every file the manifest commits exists and matches its SHA-256.
+
+    Raises:
+        CorruptCheckpointError: naming the first file that is missing or altered.
+    """
+    for name, digest in manifest["files"].items():
+        file = Path(run_dir) / name
+        if not file.is_file() or file_sha256(file) != digest:
+            raise CorruptCheckpointError(
+                f"Checkpoint file {file} is missing or corrupt (checksum mismatch)"
+            )
+
+
+def verified_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of ``run_dir`` once its format and every committed file check out.
+
+    ``None`` if no round is committed.
+
+    Raises:
+        CorruptCheckpointError: an unreadable manifest, another layout, or a
+            committed file missing or altered (the message names it).
+    """
+    manifest = read_manifest(run_dir)
+    if manifest is not None:
+        _check_format(Path(run_dir), manifest)
+        check_files(run_dir, manifest)
+    return manifest
+
+
+def stores_weights(manifest: Mapping[str, Any]) -> bool:
+    """True if the committed round stored its weights (kept-trained strategies, the ticket)."""
+    return f"{_round_dir(manifest['completed_round'])}/{WEIGHTS_FILE}" in manifest["files"]
+
+
 def committed_record(run_dir: str | os.PathLike) -> LotteryRecord | None:
     """The :class:`LotteryRecord` (with masks) of the last committed round, or ``None``."""
     manifest = read_manifest(run_dir)
@@ -241,12 +276,8 @@ def _write_round(folder: Path, record: LotteryRecord, next_masks: PackedMasks | 
 def _read_round(folder: Path) -> tuple[LotteryRecord, PackedMasks | None]:
     """The record (masks packed) and the next round's masks that ``_write_round`` wrote."""
     data = json.loads((folder / "record.json").read_text())
-    record = LotteryRecord(config=data["config"])
     with np.load(folder / "masks.npz") as f:
-        for rd in data["rounds"]:
-            rd.pop("percent_remaining", None)
-            rd["masks"] = _unpacked_group(f, f"round{rd['round']}")
-            record.rounds.append(RoundRecord(**rd))
+        record = LotteryRecord.from_dict(data, lambda r: _unpacked_group(f, f"round{r}"))
         has_next = any(k.startswith("next/") for k in f.files)
         next_masks = _unpacked_group(f, "next") if has_next else None
     return record, next_masks
@@ -425,13 +456,11 @@ class RunCheckpoint:
         _check_format(self.dir, manifest)
         self._check_identity(manifest)
         _check_batch_order(self.dir, manifest)
-        for name, digest in manifest["files"].items():
-            file = self.dir / name
-            if not file.exists() or file_sha256(file) != digest:
-                raise CorruptCheckpointError(
-                    f"Checkpoint file {file} is missing or corrupt (checksum mismatch); "
-                    f"delete {self.dir} to start the run again."
-                )
+        try:
+            check_files(self.dir, manifest)
+        except CorruptCheckpointError as e:
+            hint = f"delete {self.dir} to start the run again"
+            raise CorruptCheckpointError(f"{e}; {hint}.") from None
         self._state_digest = manifest["files"][STATE_FILE]
         r = int(manifest["completed_round"])
         sub = _round_dir(r)

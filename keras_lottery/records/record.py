@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_lottery.records.cost import Cost
 from keras_lottery.records.files import atomic_write, json_safe
 
 
@@ -26,7 +28,10 @@ class RoundRecord:
     ended ("mask settled", "ran full length: mask kept moving", "ran full
     length: fewer checks than the window"; ``None`` in records written before
     the field existed, and for unwatched rounds) and ``mask_distances`` the
-    checks as ``{"iteration", "distance"}``.
+    checks as ``{"iteration", "distance"}``.  ``seconds`` is the wall time of
+    the round's ``fit``; ``outside`` the round's wall time outside training by
+    place (:data:`~keras_lottery.records.cost.PLACES`; empty in records written
+    before it existed).
     """
 
     round: int
@@ -50,6 +55,7 @@ class RoundRecord:
     early_bird_iteration: int | None = None
     early_bird_reason: str | None = None
     mask_distances: list[dict[str, float]] = field(default_factory=list)
+    outside: dict[str, float] = field(default_factory=dict)
     masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -70,12 +76,15 @@ class LotteryRecord:
     """Everything a search did, reachable as ``model.lottery`` on its result.
 
     ``rewind_weights`` are the values survivors were reset to each round
-    (θ0, or θk for late rewinding), keyed by variable path.
+    (θ0, or θk for late rewinding), keyed by variable path.  ``cost`` is what
+    the ticket cost from a random network (:class:`~keras_lottery.records.cost.Cost`;
+    ``None`` in records written before it existed).
     """
 
     config: dict[str, Any]
     rounds: list[RoundRecord] = field(default_factory=list)
     rewind_weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    cost: Cost | None = None
 
     @property
     def final(self) -> RoundRecord:
@@ -83,13 +92,27 @@ class LotteryRecord:
         return self.rounds[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "rounds": [r.to_dict() for r in self.rounds]}
+        d = {"config": self.config, "rounds": [r.to_dict() for r in self.rounds]}
+        if self.cost is not None:
+            d["cost"] = self.cost.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], masks=lambda round_: {}) -> LotteryRecord:
+        """Read back :meth:`to_dict`; ``masks(round)`` gives each round's masks."""
+        cost = data.get("cost")
+        record = cls(config=data["config"], cost=None if cost is None else Cost.from_dict(cost))
+        names = {f.name for f in dataclasses.fields(RoundRecord)} - {"masks"}
+        for rd in data["rounds"]:
+            values = {k: v for k, v in rd.items() if k in names}
+            record.rounds.append(RoundRecord(**values, masks=masks(rd["round"])))
+        return record
 
     def to_json(self) -> str:
         return json.dumps(json_safe(self.to_dict()), indent=2)
 
     def summary(self) -> str:
-        """A plain-text table: one line per round."""
+        """A plain-text table: one line per round, then the cost."""
         cols = ("round", "remain%", "val_acc", "test_acc", "es_iter", "iters")
         lines = [" ".join(f"{c:>8}" for c in cols)]
         for r in self.rounds:
@@ -97,6 +120,8 @@ class LotteryRecord:
                 f"{r.round:>8} {r.percent_remaining:>8.2f} {_fmt(r.val_accuracy):>8} "
                 f"{_fmt(r.test_accuracy):>8} {str(r.early_stop_iteration):>8} {r.iterations:>8}"
             )
+        if self.cost is not None:
+            lines += self.cost.lines()
         return "\n".join(lines)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -113,15 +138,13 @@ class LotteryRecord:
         """Read back what :meth:`save` wrote."""
         directory = Path(directory)
         data = json.loads((directory / "record.json").read_text())
-        record = cls(config=data["config"])
         with np.load(directory / "masks.npz") as arrays:
-            for rd in data["rounds"]:
-                rd.pop("percent_remaining", None)
-                prefix = f"round{rd['round']}/"
-                rd["masks"] = {
-                    k[len(prefix) :]: arrays[k] for k in arrays.files if k.startswith(prefix)
-                }
-                record.rounds.append(RoundRecord(**rd))
+
+            def masks(round_):
+                prefix = f"round{round_}/"
+                return {k[len(prefix) :]: arrays[k] for k in arrays.files if k.startswith(prefix)}
+
+            record = cls.from_dict(data, masks)
             record.rewind_weights = {
                 k[len("rewind/") :]: arrays[k] for k in arrays.files if k.startswith("rewind/")
             }

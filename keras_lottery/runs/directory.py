@@ -15,7 +15,12 @@ maps to the same directory::
     FAILED               why the search stopped (divergence); absent once it succeeds
 
 A failure before the first round is committed removes what the run wrote, so
-no half-made run directory is left behind.
+no half-made run directory is left behind.  Whatever hands a finished run back
+checks ``ticket.keras`` against ``DONE`` (:func:`ticket_problem`); a missing or
+altered ticket (or an unreadable ``DONE``) is rebuilt from the checkpoint of
+the final round, which holds the ticket's weights and masks
+(:func:`rebuild_ticket`), and only where that checkpoint is damaged too is the
+run lost (:class:`TicketDamagedError` says what to do).
 
 >>> config = normalize_config({"rounds": 2, "strategy": "reinit"})
 >>> run_dir = prepare_run(config, "runs")
@@ -52,6 +57,8 @@ from keras_lottery.records.checkpoint import (
     lock_run_dir,
     read_manifest,
     remove_leftovers,
+    stores_weights,
+    verified_manifest,
 )
 from keras_lottery.records.files import atomic_save, atomic_write, file_sha256
 from keras_lottery.search.loop import find_ticket
@@ -62,6 +69,8 @@ TICKET_FILE = "ticket.keras"
 DONE_FILE = "DONE"
 FAILED_FILE = "FAILED"
 LOCK_FILE = ".lock"
+#: What :func:`rebuild_ticket` does, for messages ("ticket.keras is missing: rebuilding ...").
+REBUILDING = "rebuilding it from the checkpoint of the final round (no training)"
 
 #: Every key of a run configuration and its default.  The defaults make the
 #: plain ``keras-lottery find`` a run of about a minute on two CPU cores.  The
@@ -88,6 +97,10 @@ LOCATION_KEYS = ("data_dir", "steps_per_execution")
 
 class RunError(RuntimeError):
     """A run directory is missing, unreadable, or in use by another process."""
+
+
+class TicketDamagedError(RunError):
+    """A finished run's ``ticket.keras`` (or ``DONE``) is damaged and not rebuilt here."""
 
 
 # -- configuration ----------------------------------------------------------
@@ -284,11 +297,8 @@ def completed_round(run_dir: str | os.PathLike) -> int | None:
     return None if manifest is None else int(manifest["completed_round"])
 
 
-def done_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``DONE`` summary of a finished run, or ``None`` if it is not finished."""
-    path = Path(run_dir) / DONE_FILE
-    if not path.exists():
-        return None
+def _read_done(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / DONE_FILE
     try:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -296,6 +306,27 @@ def done_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not isinstance(summary, dict):
         raise RunError(f"{path} is corrupt (not a JSON object).")
     return summary
+
+
+def done_summary(run_dir: str | os.PathLike, *, verify: bool = True) -> dict[str, Any] | None:
+    """The ``DONE`` summary of a finished run, or ``None`` if it is not finished.
+
+    With ``verify`` (the default) the run's ``ticket.keras`` must match the
+    checksum the summary records: a summary is never handed back for a ticket
+    that is not there.
+
+    Raises:
+        TicketDamagedError: the ticket (or ``DONE``) is damaged; the message says
+            whether :func:`rebuild_ticket` (``keras-lottery resume``) can rebuild it.
+    """
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        return None
+    if verify:
+        problem = ticket_problem(run_dir)
+        if problem is not None:
+            raise TicketDamagedError(damage_message(run_dir, problem))
+    return _read_done(run_dir)
 
 
 def failure_reason(run_dir: str | os.PathLike) -> str | None:
@@ -310,8 +341,66 @@ def failure_reason(run_dir: str | os.PathLike) -> str | None:
 
 
 def is_done(run_dir: str | os.PathLike) -> bool:
-    """True once ``run_dir`` has its ``DONE`` marker."""
+    """True once ``run_dir`` has its ``DONE`` marker (see :func:`ticket_problem` for its ticket)."""
     return (Path(run_dir) / DONE_FILE).exists()
+
+
+def ticket_problem(run_dir: str | os.PathLike) -> str | None:
+    """What is wrong with a finished run's ticket; ``None`` if it is intact or not finished.
+
+    The ticket is intact when ``ticket.keras`` has the SHA-256 that ``DONE`` records.
+    """
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        return None
+    try:
+        expected = _read_done(run_dir).get("ticket_sha256")
+    except RunError:
+        return f"{DONE_FILE} is unreadable"
+    path = run_dir / TICKET_FILE
+    if not path.is_file():
+        return f"{TICKET_FILE} is missing"
+    if expected is not None and file_sha256(path) != expected:
+        return f"{TICKET_FILE} does not match the checksum in {DONE_FILE} (altered or truncated)"
+    return None
+
+
+def rebuild_problem(run_dir: str | os.PathLike) -> str | None:
+    """Why the checkpoint of ``run_dir`` cannot rebuild its ticket; ``None`` if it can.
+
+    It can when its last committed round is the final one and every committed
+    file (θ0, the masks, the ticket's weights) matches its checksum.
+    """
+    run_dir = Path(run_dir)
+    try:
+        config = load_config(run_dir)
+        manifest = verified_manifest(run_dir)
+    except (RunError, CorruptCheckpointError) as e:
+        return str(e).rstrip(".")
+    if manifest is None:
+        return f"it has no checkpoint ({MANIFEST} is missing)"
+    last = total_rounds(config) - 1
+    if int(manifest["completed_round"]) != last or not stores_weights(manifest):
+        found = manifest["completed_round"]
+        return f"its checkpoint holds round {found}, not the final round {last}"
+    return None
+
+
+def damage_message(run_dir: str | os.PathLike, problem: str, why_not: str | None = None) -> str:
+    """The user's message for a damaged ticket: what is wrong and what to do.
+
+    ``why_not`` defaults to :func:`rebuild_problem` of ``run_dir``.
+    """
+    why_not = why_not if why_not is not None else rebuild_problem(run_dir)
+    if why_not is None:
+        return (
+            f"{run_dir}: {problem}; its checkpoint can rebuild it: run `keras-lottery resume "
+            f"{run_dir}` (or keras_lottery.runs.directory.rebuild_ticket)."
+        )
+    return (
+        f"{run_dir}: {problem}, and its checkpoint cannot rebuild it ({why_not}); restore "
+        f"{TICKET_FILE} and {DONE_FILE} from a copy, or delete {run_dir} and run the search again."
+    )
 
 
 @dataclass
@@ -324,9 +413,13 @@ class RunInfo:
     total_rounds: int
     done: bool
     failed: str | None = None
+    #: a finished run's damaged ticket: what is wrong and what to do (see :func:`damage_message`)
+    damaged: str | None = None
 
     @property
     def status(self) -> str:
+        if self.damaged:
+            return "damaged"
         if self.done:
             return "done"
         if self.failed:
@@ -339,6 +432,7 @@ class RunInfo:
 def run_info(run_dir: str | os.PathLike) -> RunInfo:
     """Configuration and progress of one run directory (raises :class:`RunError`)."""
     config = load_config(run_dir)
+    problem = ticket_problem(run_dir)
     return RunInfo(
         Path(run_dir),
         config,
@@ -346,6 +440,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
         total_rounds(config),
         is_done(run_dir),
         failure_reason(run_dir),
+        None if problem is None else damage_message(run_dir, problem),
     )
 
 
@@ -511,10 +606,12 @@ def run(
     """Run (or resume) the search of ``config`` in ``run_dir``; return the ticket.
 
     Checkpoints every round into ``run_dir``; at the end writes ``ticket.keras``
-    and then the ``DONE`` summary.  A finished run is loaded, not redone.
+    and then the ``DONE`` summary.  A finished run is loaded, not redone
+    (:func:`load_ticket`: a damaged ticket is rebuilt from the checkpoint).
 
     Raises:
         RunError: the directory is locked by another process.
+        TicketDamagedError: a finished run's ticket is damaged beyond rebuilding.
         ValueError, FileNotFoundError, CorruptCheckpointError: from the library.
     """
     run_dir = Path(run_dir)
@@ -524,18 +621,7 @@ def run(
     with _lock(run_dir):
         t0 = time.perf_counter()
         try:
-            data = load_data(config)
-            model = build_model(config, data)
-            if config.get("at_init"):
-                model = _pruned_at_init(model, data, config)
-            ticket = find_ticket(
-                model,
-                data,
-                **find_options(config),
-                run_dir=run_dir,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
+            ticket = _search(config, run_dir, callbacks, verbose)
         except DivergenceError as e:
             _write_json(run_dir / FAILED_FILE, {"reason": str(e)})
             raise
@@ -543,22 +629,85 @@ def run(
             _remove_unstarted(run_dir)
             raise
         (run_dir / FAILED_FILE).unlink(missing_ok=True)
-        _save_model(ticket, run_dir / TICKET_FILE)
-        final = ticket.lottery.final
-        summary = {
-            "run_id": config_hash(config),
-            "ticket_sha256": file_sha256(run_dir / TICKET_FILE),
-            "finished": datetime.datetime.now(datetime.UTC).isoformat(),
-            "rounds": len(ticket.lottery.rounds),
-            "sparsity": final.sparsity,
-            "percent_remaining": final.percent_remaining,
-            "test_accuracy": final.test_accuracy,
-            "early_stop_iteration": final.early_stop_iteration,
-            "early_stop_test_accuracy": final.early_stop_test_accuracy,
-            "seconds_this_session": time.perf_counter() - t0,
-            "seconds_training": sum(r.seconds for r in ticket.lottery.rounds),
-        }
-        _write_json(run_dir / DONE_FILE, summary)
+        _write_ticket(run_dir, config, ticket, {"seconds_this_session": time.perf_counter() - t0})
+    return ticket
+
+
+def _search(config, run_dir: Path, callbacks=None, verbose: int | str = "auto") -> keras.Model:
+    """``find_ticket`` on the configuration's model and data, checkpointed in ``run_dir``."""
+    data = load_data(config)
+    model = build_model(config, data)
+    if config.get("at_init"):
+        model = _pruned_at_init(model, data, config)
+    return find_ticket(
+        model,
+        data,
+        **find_options(config),
+        run_dir=run_dir,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+
+
+def _write_ticket(run_dir: Path, config, ticket: keras.Model, extra: Mapping[str, Any]) -> None:
+    """``ticket.keras``, then the ``DONE`` summary with its checksum (each atomically)."""
+    _save_model(ticket, run_dir / TICKET_FILE)
+    final = ticket.lottery.final
+    summary = {
+        "run_id": config_hash(config),
+        "ticket_sha256": file_sha256(run_dir / TICKET_FILE),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(),
+        "rounds": len(ticket.lottery.rounds),
+        "sparsity": final.sparsity,
+        "percent_remaining": final.percent_remaining,
+        "test_accuracy": final.test_accuracy,
+        "early_stop_iteration": final.early_stop_iteration,
+        "early_stop_test_accuracy": final.early_stop_test_accuracy,
+        "seconds_training": sum(r.seconds for r in ticket.lottery.rounds),
+        "cost": ticket.lottery.cost.to_dict() if ticket.lottery.cost else None,
+        **extra,
+    }
+    _write_json(run_dir / DONE_FILE, summary)
+
+
+def rebuild_ticket(run_dir: str | os.PathLike) -> keras.Model:
+    """Write a finished run's ``ticket.keras`` and ``DONE`` again from its checkpoint.
+
+    The checkpoint of the final round holds the ticket's weights and masks
+    (checksummed), so the rebuilt ticket has the same weights, masks and record
+    as the one the search wrote; its optimizer starts afresh (optimizer state
+    is not checkpointed), so the file's bytes and checksum are new.  ``DONE``
+    keeps when the search finished and adds ``rebuilt`` (when, and what was
+    wrong).  A no-op returning the ticket if nothing is wrong.
+
+    Raises:
+        TicketDamagedError: the checkpoint cannot rebuild it (the message says
+            what is damaged and what to do).
+        RunError: not a finished run, or in use by another process.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    if not is_done(run_dir):
+        raise RunError(f"{run_dir} is not finished (no {DONE_FILE}); resume it instead.")
+    with _lock(run_dir):
+        problem = ticket_problem(run_dir)
+        if problem is None:  # intact (or rebuilt by another call meanwhile)
+            return load_ticket(run_dir)
+        why_not = rebuild_problem(run_dir)
+        if why_not is not None:
+            raise TicketDamagedError(damage_message(run_dir, problem, why_not))
+        try:
+            ticket = _search(config, run_dir, verbose=0)
+        except (RunError, CorruptCheckpointError, ValueError, OSError) as e:
+            why_not = f"rebuilding failed: {type(e).__name__}: {str(e).strip()[:300]}"
+            raise TicketDamagedError(damage_message(run_dir, problem, why_not)) from e
+        try:
+            old = _read_done(run_dir)
+        except RunError:
+            old = {}
+        kept = {k: old[k] for k in ("finished", "seconds_this_session") if k in old}
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        _write_ticket(run_dir, config, ticket, {**kept, "rebuilt": {"at": now, "because": problem}})
     return ticket
 
 
@@ -575,22 +724,31 @@ def _pruned_at_init(model: keras.Model, data: Dataset, config: Mapping[str, Any]
     )
 
 
-def load_ticket(run_dir: str | os.PathLike) -> keras.Model:
+def load_ticket(run_dir: str | os.PathLike, *, rebuild: bool = True) -> keras.Model:
     """The trained, mask-aware ticket of a finished run (``ticket.keras``).
 
     The file must match the SHA-256 recorded in ``DONE`` and is loaded in
-    Keras's safe mode (no code in the file is run).
+    Keras's safe mode (no code in the file is run).  A missing or altered
+    ticket is rebuilt from the run's checkpoint (:func:`rebuild_ticket`), unless
+    ``rebuild`` is false.  A run killed between its last checkpoint and ``DONE``
+    is finished the same way, without training.
+
+    Raises:
+        RunError: the run is not finished.
+        TicketDamagedError: the ticket is damaged and was not (or cannot be) rebuilt.
     """
-    path = Path(run_dir) / TICKET_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no {TICKET_FILE}: the run is not finished.")
-    expected = (done_summary(run_dir) or {}).get("ticket_sha256")
-    if expected is not None and file_sha256(path) != expected:
-        raise RunError(
-            f"{path} does not match the checksum in {DONE_FILE} (altered or corrupt); "
-            f"delete {run_dir} and run the search again."
-        )
-    return load_keras_file(path)
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        config = load_config(run_dir)
+        if rebuild and rebuild_problem(run_dir) is None:  # trained; ticket or DONE unwritten
+            return run(config, run_dir, verbose=0)
+        raise RunError(f"{run_dir} has no {DONE_FILE}: the run is not finished; resume it.")
+    problem = ticket_problem(run_dir)
+    if problem is not None:
+        if not rebuild:
+            raise TicketDamagedError(damage_message(run_dir, problem))
+        rebuild_ticket(run_dir)
+    return load_keras_file(run_dir / TICKET_FILE)
 
 
 def load_keras_file(path: str | os.PathLike) -> keras.Model:

@@ -60,11 +60,17 @@ def _print(line: str, err: bool = False) -> None:
 
 
 def run_job(run_dir: str | os.PathLike) -> None:
-    """Run or resume the prepared run directory ``run_dir`` (the default job)."""
+    """Run or resume the prepared run directory ``run_dir`` (the default job).
+
+    A finished run whose ticket is damaged gets it rebuilt from its checkpoint.
+    """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
     completed = runs.completed_round(run_dir)
+    problem = runs.ticket_problem(run_dir)
     verb = "Starting" if completed is None else f"Resuming after round {completed}"
+    if problem is not None:
+        verb = f"Done, but {problem}: {runs.REBUILDING}"
     print(f"{verb}: {run_dir}", flush=True)
     runs.run(config, run_dir, verbose=0)
     print(f"Done: {run_dir}", flush=True)
@@ -113,7 +119,8 @@ def plan_sweep(spec: str | os.PathLike | Sweep, runs_root: str | os.PathLike | N
         seen.add(run_dir)
         label = " ".join(f"{k}={config[k]}" for k in sweep.grid) or "(base)"
         jobs.append(SweepJob(config, run_dir, label))
-    todo = [j for j in jobs if not runs.is_done(j.run_dir)]
+    # A finished job whose ticket is damaged is to do: its job rebuilds the ticket.
+    todo = [j for j in jobs if not runs.is_done(j.run_dir) or runs.ticket_problem(j.run_dir)]
     return SweepPlan(sweep.path, root, jobs, todo)
 
 
@@ -141,28 +148,43 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def thread_env(threads: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (default: this process's) with a job's thread pools capped at ``threads``.
+#: The environment variables that size a job's thread pools (see :func:`thread_caps`).
+THREAD_VARIABLES = (
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+)
 
-    Sets TensorFlow's intra-/inter-op pools (``TF_NUM_INTRAOP_THREADS``,
-    ``TF_NUM_INTEROP_THREADS``), OpenMP/MKL/OpenBLAS, and with one thread turns
-    off XLA's multi-threaded Eigen (``XLA_FLAGS``).  Variables already set in
-    ``environ`` are kept: the user's choice wins.
+
+def thread_caps(threads: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that cap a job's thread pools at ``threads``: one setting for every executor.
+
+    TensorFlow's intra-/inter-op pools (``TF_NUM_INTRAOP_THREADS``,
+    ``TF_NUM_INTEROP_THREADS``), OpenMP/MKL/OpenBLAS, and with one thread XLA's
+    multi-threaded Eigen turned off (``XLA_FLAGS``).  A variable already set in
+    ``environ`` (default: this process's) is kept: the user's choice wins.  Local
+    job processes and Ray tasks both get exactly these, so a job with the same
+    ``threads`` computes bitwise the same on either.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}.")
-    env = dict(os.environ if environ is None else environ)
-    for name in (
-        "TF_NUM_INTRAOP_THREADS",
-        "TF_NUM_INTEROP_THREADS",
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-    ):
-        env.setdefault(name, str(threads))
+    environ = os.environ if environ is None else environ
+    caps = {name: environ.get(name, str(threads)) for name in THREAD_VARIABLES}
+    flags = environ.get("XLA_FLAGS", "")
     flag = "--xla_cpu_multi_thread_eigen"
-    if threads == 1 and flag not in env.get("XLA_FLAGS", ""):
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}=false".strip()
+    if threads == 1 and flag not in flags:
+        flags = f"{flags} {flag}=false".strip()
+    if flags:
+        caps["XLA_FLAGS"] = flags
+    return caps
+
+
+def thread_env(threads: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) with :func:`thread_caps` applied."""
+    env = dict(os.environ if environ is None else environ)
+    env.update(thread_caps(threads, env))
     return env
 
 
@@ -201,9 +223,12 @@ def _child_env(threads: int | None) -> dict[str, str]:
 class LocalProcesses:
     """Run ``jobs`` jobs at a time on this machine.
 
-    ``jobs=1`` runs them one after another in this process; more runs each in its
-    own Python process (output in ``<run_dir>/sweep.log``) with its thread pools
-    capped at ``threads`` (default: the cores divided among the jobs).
+    ``jobs=1`` without ``threads`` runs them one after another in this process,
+    with the thread pools as they are.  Otherwise each job runs in its own
+    Python process (output in ``<run_dir>/sweep.log``) with its thread pools
+    capped at ``threads`` (default: the cores divided among the jobs) by
+    :func:`thread_caps`, as a Ray task with ``cpus_per_job=threads`` is: the two
+    give bitwise the same tickets.
     """
 
     jobs: int = 1
@@ -222,7 +247,7 @@ class LocalProcesses:
         pass
 
     def run(self, jobs, job, echo):
-        if self.jobs == 1:
+        if self.jobs == 1 and self.threads is None:
             return self._in_process(jobs, job, echo)
         return self._processes(jobs, job, echo)
 
@@ -447,7 +472,7 @@ class RayCluster:
     def run(self, jobs, job, echo):
         ray = _ray()
         remote = ray.remote(max_calls=1)(_ray_job)  # a fresh worker (fresh TF) per job
-        env = thread_env(max(1, math.ceil(self.cpus_per_job)), {})
+        env = thread_caps(max(1, math.ceil(self.cpus_per_job)))  # as LocalProcesses(threads=)
         if os.environ.get("KERAS_BACKEND"):  # the driver's backend (`--backend`) for every job
             env["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
         options = {
@@ -529,11 +554,13 @@ def run_sweep(
     for item in plan.jobs:
         if item not in plan.todo:
             echo(f"skip (done) {item.run_dir}  {item.label}")
+        elif runs.is_done(item.run_dir):
+            echo(f"rebuild (damaged ticket) {item.run_dir}  {item.label}")
     echo(f"Sweep {plan.spec}: {len(plan.jobs)} jobs, {plan.done} done, {len(plan.todo)} to run.")
     result = SweepResult(plan)
     if not plan.todo:
         return result
-    if not (isinstance(executor, LocalProcesses) and executor.jobs == 1):
+    if not (isinstance(executor, LocalProcesses) and executor.jobs == 1 and not executor.threads):
         try:
             pickle.dumps(job)
         except Exception as e:

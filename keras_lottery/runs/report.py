@@ -7,6 +7,7 @@ group, each round is summarized over the seeds by mean, min and max::
     runs = load_runs(["runs/"])
     rows = summarize(runs)
     print(format_table(rows))
+    print(format_cost_table(cost_rows(runs)))   # iterations, x IMP, wall
     plots = plot(rows, "figures/")   # accuracy.png, early_stop.png
 
 The plots follow Frankle & Carbin (2019): test accuracy (at the early-stopping
@@ -27,13 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keras_lottery.records.record import RoundRecord
+from keras_lottery.records.cost import Cost
+from keras_lottery.records.files import atomic_write
+from keras_lottery.records.record import LotteryRecord, RoundRecord
 from keras_lottery.runs.directory import (
     RunError,
+    damage_message,
     list_runs,
     load_config,
     non_default,
     readable_runs,
+    ticket_problem,
 )
 
 #: Varying settings that never split runs into groups (they are averaged over).
@@ -42,11 +47,18 @@ AVERAGED_KEYS = ("seed",)
 
 @dataclass
 class RunData:
-    """One run: its directory, configuration and the rounds it has finished."""
+    """One run: its directory, configuration, the rounds it has finished and its cost.
+
+    ``cost`` is ``None`` for a run written before the cost ledger existed.
+    """
 
     path: Path
     config: dict[str, Any]
     rounds: list[RoundRecord]
+    #: a finished run whose ticket is damaged: what is wrong and what to do (its
+    #: rounds' metrics are the checkpoint's, intact)
+    damaged: str | None = None
+    cost: Cost | None = None
 
 
 @dataclass
@@ -84,16 +96,18 @@ class Row:
         return dataclasses.asdict(self)
 
 
-def _read_rounds(run_dir: Path) -> list[RoundRecord]:
+def _read_run(run_dir: Path) -> RunData:
+    problem = ticket_problem(run_dir)
+    damaged = None if problem is None else damage_message(run_dir, problem)
     path = run_dir / "record.json"
+    config = load_config(run_dir)
     if not path.exists():
-        return []
+        return RunData(run_dir, config, [], damaged)
     try:
-        data = json.loads(path.read_text())
-        names = {f.name for f in dataclasses.fields(RoundRecord)} - {"masks"}
-        return [RoundRecord(**{k: v for k, v in r.items() if k in names}) for r in data["rounds"]]
+        record = LotteryRecord.from_dict({**json.loads(path.read_text()), "config": config})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunError(f"{path} is unreadable or corrupt ({type(e).__name__}: {e}).") from e
+    return RunData(run_dir, config, record.rounds, damaged, record.cost)
 
 
 def load_runs(
@@ -105,7 +119,7 @@ def load_runs(
     """
     if not list_runs(paths):
         raise RunError(f"No run directories (with config.json) in {', '.join(map(str, paths))}.")
-    return readable_runs(paths, lambda d: RunData(d, load_config(d), _read_rounds(d)), on_error)
+    return readable_runs(paths, _read_run, on_error)
 
 
 def group_keys(runs: Sequence[RunData]) -> list[str]:
@@ -167,6 +181,81 @@ def summarize(runs: Sequence[RunData], group_by: Sequence[str] | None = None) ->
                 )
             )
     return rows
+
+
+@dataclass
+class CostRow:
+    """The cost of the runs of one group: its figures over the runs that recorded one.
+
+    ``x_imp`` is computed, not measured: the runs' iterations over IMP's to the
+    same sparsity at the same rate, each training as long as the final one
+    (:class:`~keras_lottery.records.cost.ImpBaseline`).
+    """
+
+    group: str
+    method: str
+    runs: int
+    iterations: Stat
+    x_imp: Stat
+    seconds: Stat
+    training_seconds: Stat
+    outside: dict[str, Stat]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cost_rows(runs: Sequence[RunData], group_by: Sequence[str] | None = None) -> list[CostRow]:
+    """One :class:`CostRow` per group (as :func:`summarize` groups) whose runs have a cost."""
+    keys = list(group_keys(runs) if group_by is None else group_by)
+    groups: dict[str, list[Cost]] = {}
+    for run in runs:
+        if run.cost is not None:
+            groups.setdefault(_label(run.config, keys), []).append(run.cost)
+    rows = []
+    for label, costs in sorted(groups.items()):
+        places = sorted({p for c in costs for p in c.outside})
+        rows.append(
+            CostRow(
+                group=label,
+                method=", ".join(sorted({c.method for c in costs})),
+                runs=len(costs),
+                iterations=Stat.of([c.iterations for c in costs]),
+                x_imp=Stat.of([c.x_imp for c in costs]),
+                seconds=Stat.of([c.seconds for c in costs]),
+                training_seconds=Stat.of([c.training_seconds for c in costs]),
+                outside={p: Stat.of([c.outside.get(p, 0.0) for c in costs]) for p in places},
+            )
+        )
+    return rows
+
+
+def format_cost_table(rows: Sequence[CostRow]) -> str:
+    """A plain-text table of what the tickets cost: mean [min, max] over seeds."""
+    head = ("group", "method", "runs", "iters", "x IMP", "wall s", "train s", "outside s (largest)")
+    cells = [head]
+    for r in rows:
+        largest = sorted(r.outside.items(), key=lambda kv: -(kv[1].mean or 0.0))[:3]
+        cells.append(
+            (
+                r.group,
+                r.method,
+                str(r.runs),
+                _fmt(r.iterations, ".0f"),
+                _fmt(r.x_imp, ".3f"),
+                _fmt(r.seconds, ".1f"),
+                _fmt(r.training_seconds, ".1f"),
+                ", ".join(f"{p} {s.mean:.1f}" for p, s in largest if s.mean) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i in (0, 1, 7) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths))
+        )
+        for row in cells
+    )
 
 
 def _fmt(stat: Stat, spec: str) -> str:
@@ -309,7 +398,7 @@ def plot(rows: Sequence[Row], out_dir: str | os.PathLike, dpi: int = 120) -> dic
             ax.legend()
             fig.tight_layout()
             path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=dpi)
+            atomic_write(path, lambda f, fig=fig: fig.savefig(f, format="png", dpi=dpi))
         finally:
             plt.close(fig)
         figures[name] = Figure(path, lines)

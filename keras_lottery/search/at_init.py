@@ -10,7 +10,8 @@ mask-aware model, still at θ0, ready for ``fit``:
                 code removes the highest), i.e. the highest ``θ ⊙ Hg``; ``g`` and
                 ``Hg`` on ``batches`` batches, logits divided by ``temperature``
 ``"synflow"``   Tanaka et al. 2020: data-free, ``|θ ⊙ dR/dθ|`` with ``R`` the sum of the
-                network's output (output activation off) for an all-ones input and
+                network's output (output activation off, and activation layers after
+                the last weights too: see :func:`activation_tail`) for an all-ones input and
                 ``|θ|`` as every weight (biases and BatchNorm included, inference mode),
                 ``iterations`` rounds on the exponential schedule
 ``"magnitude"`` ``|θ0|``
@@ -38,10 +39,12 @@ import numpy as np
 from keras_lottery.criteria import gradients, magnitude
 from keras_lottery.data import structure
 from keras_lottery.data.datasets import Dataset
+from keras_lottery.data.splits import is_pair, is_stream, read_data
 from keras_lottery.masks.assign import assign
 from keras_lottery.masks.convert import make_prunable
 from keras_lottery.masks.masked_model import MaskedModel, PrunableWeight
 from keras_lottery.options import AT_INIT_METHODS, SCOPES
+from keras_lottery.records.cost import Cost, ImpBaseline, Ledger
 from keras_lottery.search.masking import rates_per_layer
 from keras_lottery.search.reset import fresh_values
 
@@ -78,7 +81,8 @@ def prune_at_init(
     ``model`` was; every weight keeps its value except the pruned ones,
     which are exactly 0.  Train it with ``fit``: pruned weights stay 0.
     ``result.at_init`` describes the pruning (method, sparsity per layer,
-    seconds).  :func:`~keras_lottery.find_ticket` accepts the result and
+    seconds, and its ``"cost"``: a :class:`~keras_lottery.records.cost.Cost`).
+    :func:`~keras_lottery.find_ticket` accepts the result and
     continues IMP from its masks (they never regrow; its rates count from the
     dense size, so a round prunes once its target is above ``sparsity``).
 
@@ -93,10 +97,13 @@ def prune_at_init(
     Args:
         model: a built (and, to train the result, compiled) Keras 3 model, or
             a :class:`MaskedModel`, whose pruned weights then stay pruned.
-        data: for ``"snip"`` and ``"grasp"``: ``(x, y)`` arrays (``batches``
+        data: for ``"snip"`` and ``"grasp"``: what
+            :func:`~keras_lottery.find_ticket` reads -- ``(x, y)`` arrays of
+            any framework, or dicts, lists or tuples of them (``batches``
             batches of ``batch_size`` examples are drawn with ``seed``), a
-            :class:`~keras_lottery.Dataset` (its training split) or an
-            iterable of ``(x, y)`` batches (the first ``batches`` are used).
+            :class:`~keras_lottery.Dataset` (its training split) or a dataset
+            name -- or a stream or other iterable of ``(x, y)`` batches (the
+            first ``batches`` are used).
             The other methods need none (SynFlow reads the input shape from
             it if the model has no ``inputs``).
         sparsity: fraction of the pruned weights removed, in ``[0, 1)``.
@@ -116,6 +123,7 @@ def prune_at_init(
     """
     _check(sparsity, method, scope, output_sparsity, control, batches, iterations, data)
     t0 = time.perf_counter()
+    ledger = Ledger(Cost(method=method, imp=ImpBaseline(sparsity=sparsity)), started=t0)
     ticket = make_prunable(model, include=include, exclude=exclude)
     if ticket is not model and getattr(model, "compiled", False):
         ticket.compile_from_config(model.get_compile_config())
@@ -125,29 +133,20 @@ def prune_at_init(
     rng = np.random.default_rng([seed, 1])
     data_batches = _batches(data, batches, batch_size, seed) if data is not None else []
     theta0 = [np.array(v) for v in ticket.model.weights]
+    ledger.add("setup", time.perf_counter() - t0)
+    how = dict(iterations=iterations, invert=invert, rng=rng, temperature=temperature)
 
-    criterion = CRITERIA[method]
-    steps = iterations if method == "synflow" else 1
-    masks = alive
-    try:
-        for k in range(1, steps + 1):
-            fraction = k / steps  # the exponential schedule: kept = (1 - s) ** (k / steps)
-            keep = _keep_counts(weights, rates, scope, fraction)
-            scores = criterion(ticket, weights, data_batches, rng=rng, temperature=temperature)
-            if invert:
-                scores = {n: -s for n, s in scores.items()}
-            masks = select(scores, masks, keep)
-            if k < steps:
-                ticket.set_masks(masks, optimizer_state=False)
-    finally:
-        for var, value in zip(ticket.model.weights, theta0):
-            assign(var, value)
-    if control == "rearrange":
-        masks = magnitude.rearrange(masks, rng)
-    elif control == "reinit":
-        for var, value in zip(ticket.model.weights, fresh_values(ticket.model, seed + 7919)):
-            assign(var, value)
-    ticket.set_masks(masks)
+    if method in DATA_METHODS:  # the gradient, then (GraSP) the Hessian-vector product
+        read = sum(structure.num_examples(x, y) for x, y in data_batches)
+        ledger.scored(read * (2 if method == "grasp" else 1))
+    with ledger.outside("masks"):
+        masks = _scored_masks(ticket, method, alive, rates, scope, data_batches, theta0, **how)
+        if control == "rearrange":
+            masks = magnitude.rearrange(masks, rng)
+        elif control == "reinit":
+            for var, value in zip(ticket.model.weights, fresh_values(ticket.model, seed + 7919)):
+                assign(var, value)
+        ticket.set_masks(masks)
     ticket.at_init = {
         "method": method,
         "sparsity": sparsity,
@@ -159,8 +158,33 @@ def prune_at_init(
         "remaining": sum(int(m.sum()) for m in masks.values())
         / sum(m.size for m in masks.values()),
         "seconds": time.perf_counter() - t0,
+        "cost": ledger.close(),
     }
     return ticket
+
+
+def _scored_masks(
+    ticket, method, alive, rates, scope, batches, theta0, *, iterations, invert, **kw
+):
+    """The masks of ``method`` (SynFlow: ``iterations`` rounds); the weights end at θ0."""
+    weights = ticket.prunable_weights()
+    criterion = CRITERIA[method]
+    steps = iterations if method == "synflow" else 1
+    masks = alive
+    try:
+        for k in range(1, steps + 1):
+            fraction = k / steps  # the exponential schedule: kept = (1 - s) ** (k / steps)
+            keep = _keep_counts(weights, rates, scope, fraction)
+            scores = criterion(ticket, weights, batches, **kw)
+            if invert:
+                scores = {n: -s for n, s in scores.items()}
+            masks = select(scores, masks, keep)
+            if k < steps:
+                ticket.set_masks(masks, optimizer_state=False)
+    finally:
+        for var, value in zip(ticket.model.weights, theta0):
+            assign(var, value)
+    return masks
 
 
 def select(scores: Mapping[str, np.ndarray], alive: Mapping[str, np.ndarray], keep) -> Scores:
@@ -203,7 +227,10 @@ def synflow_scores(model, weights: list[PrunableWeight], batches, **_) -> Scores
         assign(var, np.abs(value))
     ones = _ones_input(model, batches)
     try:
-        with _output_activation(model, weights, lambda act: keras.activations.linear):
+        with (
+            _output_activation(model, weights, lambda act: keras.activations.linear),
+            _linear_tail(model),
+        ):
             grads = gradients.gradients(
                 lambda: _total(model(ones, training=False)), _kernels(weights)
             )
@@ -267,16 +294,18 @@ def _keep_counts(weights, rates, scope, fraction: float):
 
 
 def _batches(data, batches: int, batch_size: int, seed: int) -> list[tuple]:
-    if isinstance(data, Dataset):
-        data = (data.x_train, data.y_train)
-    # (x, y) with x an array, a list of arrays (several inputs) or a dict of them; a tuple
-    # whose first item is a tuple is taken as batches.
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], dict | list | np.ndarray):
-        x, y = structure.as_arrays(data[0]), structure.as_arrays(data[1])
+    """The batches to score on: drawn from ``(x, y)`` arrays, or the first of a stream.
+
+    ``data`` is read as :func:`~keras_lottery.find_ticket` reads it
+    (:func:`~keras_lottery.data.splits.read_data`); any other iterable is
+    taken as one of ``(x, y)`` batches.
+    """
+    if is_pair(data) or isinstance(data, str | Dataset):
+        (x, y), _ = read_data(data)
         order = np.random.default_rng([seed, 0]).permutation(structure.num_examples(x, y))
         picked = [order[i * batch_size : (i + 1) * batch_size] for i in range(batches)]
         return [(structure.take(x, i), structure.take(y, i)) for i in picked if len(i)]
-    if isinstance(data, Iterable):
+    if is_stream(data) or isinstance(data, Iterable):
         out = []
         for item in data:
             if len(out) == batches:
@@ -285,7 +314,10 @@ def _batches(data, batches: int, batch_size: int, seed: int) -> list[tuple]:
             numpy = keras.ops.convert_to_numpy
             out.append((keras.tree.map_structure(numpy, x), keras.tree.map_structure(numpy, y)))
         return out
-    raise TypeError(f"data must be (x, y) arrays or an iterable of (x, y) batches, got {data!r}.")
+    raise TypeError(
+        "data must be what find_ticket reads ((x, y) arrays of any framework, a Dataset or a "
+        f"dataset name) or an iterable of (x, y) batches, got {type(data).__name__}."
+    )
 
 
 def _kernels(weights):
@@ -320,6 +352,58 @@ def _output_activation(model: MaskedModel, weights, change):
     finally:
         for layer, act in swapped:
             object.__setattr__(layer, "activation", act)
+
+
+#: Layers that only apply an activation (SynFlow switches them off after the last weights).
+ACTIVATION_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.Softmax,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+)
+
+
+def activation_tail(model: keras.Model) -> list[keras.layers.Layer]:
+    """The activation layers between the model's outputs and the layers before them.
+
+    Followed back from every output of a functional or Sequential model
+    (``Dense(10)`` then ``Activation("softmax")`` gives the ``Activation``);
+    a model without a graph (subclassed) gives none.
+    """
+    try:
+        outputs = keras.tree.flatten(model.outputs or [])
+    except (AttributeError, ValueError):  # a subclassed model, or one never called
+        return []
+    tail: dict[int, keras.layers.Layer] = {}
+    stack = list(outputs)
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None:
+            continue
+        layer, node_index = history[0], history[1]
+        if not isinstance(layer, ACTIVATION_LAYERS) or id(layer) in tail:
+            continue
+        tail[id(layer)] = layer
+        stack += list(layer._inbound_nodes[node_index].input_tensors)
+    return list(tail.values())
+
+
+def _identity(inputs, *args, **kwargs):
+    return inputs
+
+
+@contextlib.contextmanager
+def _linear_tail(model: MaskedModel):
+    """Inside, the activation layers at the end of the network pass their inputs through."""
+    tail = activation_tail(model.model)
+    for layer in tail:
+        object.__setattr__(layer, "call", _identity)
+    try:
+        yield
+    finally:
+        for layer in tail:
+            object.__delattr__(layer, "call")  # the class's call again
 
 
 def _total(outputs):

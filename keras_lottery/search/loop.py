@@ -18,6 +18,7 @@ branches of steps 3 and 4 (``strategy``).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from keras_lottery.options import SCOPES as SCOPES
 from keras_lottery.options import STRATEGIES as STRATEGIES
 from keras_lottery.options import UNSET, Pruning, Reset, Training
 from keras_lottery.records.checkpoint import RunCheckpoint
+from keras_lottery.records.cost import Cost, ImpBaseline, Ledger
 from keras_lottery.records.fingerprint import data_fingerprint, fingerprint
 from keras_lottery.records.record import LotteryRecord
 from keras_lottery.search.checks import (
@@ -158,6 +160,7 @@ def find_ticket(
     schedules restart each round; with ``rewind_to=k`` the counter restarts
     at k.  Every round trains for the full ``epochs``/``steps``.
     """
+    started = time.perf_counter()
     opts = SearchOptions.of(locals())
     check_compiled(model)
     p, reset, seed = opts.pruning, opts.reset, opts.training.seed
@@ -194,18 +197,27 @@ def find_ticket(
                 rewind = stored_rewind
     if rewind is not theta0 and start > 0:
         theta0 = None  # stored in the run directory already; θk is the rewind point
+    # The cost: the stored one of a resumed search, else this search's (after a pruning
+    # at init, what that cost).
+    if record.cost is None:  # a new search, or one resumed from a record before the ledger
+        record.cost = search_cost(opts, model, record.rounds)
+    ledger = Ledger(record.cost, started=started)
+    ledger.add("setup", time.perf_counter() - started)
 
     for r in range(start, p.prunings + 1):
+        before = dict(ledger.cost.outside)
         if r > 0:
             # 4. Reset the survivors (θ0, θk, fresh, or keep trained) and the optimizer,
             # and apply the masks the last pruning made.
-            start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
+            with ledger.outside("reset"):
+                start_round(ticket, state, rewind, optimizer0, next_masks, reset, seed, r)
         # 2. Train the network, arriving at θj.
         round_record, snapshot = train_round(
-            ticket, trainer, r, opts, state, weights, rates, callbacks
+            ticket, trainer, r, opts, state, weights, rates, callbacks, ledger
         )
         record.rounds.append(round_record)
-        check_divergence(record.rounds, chance_accuracy(ticket))
+        with ledger.outside("records"):
+            check_divergence(record.rounds, chance_accuracy(ticket))
         if snapshot is not None:
             if snapshot.values is None:
                 raise ValueError(f"rewind_to={reset.rewind_to} was never reached in round 0.")
@@ -214,25 +226,77 @@ def find_ticket(
         # 3. Prune p% of the trained weights, creating the next round's masks.
         next_masks = None
         if r < p.prunings:
-            next_masks = prune_round(weights, rates, r, opts, rng, model=ticket.model)
+            with ledger.outside("masks"):
+                next_masks = prune_round(weights, rates, r, opts, rng, model=ticket.model)
+        round_record.outside = _since(before, ledger.cost.outside)
+        if r > start and "compile" in round_record.outside:  # known once a warm call ran
+            compiled = record.rounds[start].outside
+            compiled["compile"] = round_record.outside.pop("compile")
         # Commit the round: its record, the next masks and the weights the next round keeps.
         if checkpoint is not None:
             keep_weights = next_masks is None or reset.strategy in KEEP_TRAINED
-            checkpoint.save(
-                r,
-                record,
-                rng,
-                state=stored_state(paths, theta0, rewind, optimizer0),
-                next_masks=next_masks,
-                weights=zip(paths, state) if keep_weights else None,
+            ledger.sync()
+            with ledger.outside("checkpoint"):
+                checkpoint.save(
+                    r,
+                    record,
+                    rng,
+                    state=stored_state(paths, theta0, rewind, optimizer0),
+                    next_masks=next_masks,
+                    weights=zip(paths, state) if keep_weights else None,
+                )
+            round_record.outside["checkpoint"] = ledger.cost.outside["checkpoint"] - before.get(
+                "checkpoint", 0.0
             )
         if rewind is not theta0:
             theta0 = None  # written with round 0; only the rewind point θk is needed now
     if checkpoint is not None:
         checkpoint.close()
 
+    ledger.close()
     ticket.lottery = record
     return ticket
+
+
+def search_cost(opts: SearchOptions, model: keras.Model, done=()) -> Cost:
+    """The cost a search starts from, named by its method, with IMP to compare it to.
+
+    IMP's baseline prunes at the search's rate to the sparsity it asks for
+    (``1 - (1 - rate) ** rounds``), or to the sparsity of a pruning at init
+    if that is higher.  A model pruned at init brings that pruning's cost;
+    rounds ``done`` (resumed from a record without a cost) bring their
+    training as their records tell it (their wall outside ``fit`` is unknown).
+    """
+    p = opts.pruning
+    method = "imp"
+    if opts.gradual is not None:
+        method = "gradual"
+    elif opts.early_bird is not None:
+        method = "early_bird"
+    elif p.one_shot:
+        method = "one_shot"
+    asked = 1.0 - (1.0 - opts.rate) ** p.rounds
+    at_init = getattr(model, "at_init", None)
+    cost = Cost(method=method)
+    if isinstance(at_init, dict) and isinstance(at_init.get("cost"), Cost):
+        cost = Cost.from_dict(at_init["cost"].to_dict())
+        cost.method = f"{cost.method}+{method}"
+        asked = max(asked, at_init["sparsity"])
+    cost.imp = ImpBaseline(sparsity=asked, rate=opts.rate)
+    for rd in done:
+        cost.iterations += rd.iterations
+        cost.examples = None  # unknown for the rounds done
+        cost.seconds += rd.seconds
+        cost.training_seconds += rd.seconds
+        cost.trainings += 1
+    return cost
+
+
+def _since(before: dict[str, float], now: dict[str, float]) -> dict[str, float]:
+    """Wall time booked per place since ``before`` (places with none left out)."""
+    return {
+        k: v - before.get(k, 0.0) for k, v in now.items() if k != "other" and v > before.get(k, 0.0)
+    }
 
 
 def _prepare(model, data, opts: SearchOptions, validation_data, test_data, data_dir):

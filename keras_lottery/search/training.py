@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
 from keras_lottery.callbacks import (
+    CallClock,
     DivergenceGuard,
     EvaluationCurve,
     Evaluator,
@@ -34,6 +36,7 @@ from keras_lottery.extras import is_tf_dataset
 from keras_lottery.masks.bitmasks import PackedMasks
 from keras_lottery.masks.convert import sparsity
 from keras_lottery.options import Reset, Training
+from keras_lottery.records.cost import Ledger
 from keras_lottery.records.record import RoundRecord
 from keras_lottery.search.masking import early_bird_callback
 from keras_lottery.search.memory import release_freed
@@ -41,8 +44,13 @@ from keras_lottery.search.options import SearchOptions
 from keras_lottery.seeding import seed_round
 
 
-def train_round(ticket, trainer, r, opts: SearchOptions, state, weights, rates, callbacks):
-    """Step 2 of round ``r``: seed it, train it, describe it; and its θk snapshot (or None)."""
+def train_round(
+    ticket, trainer, r, opts: SearchOptions, state, weights, rates, callbacks, ledger: Ledger
+):
+    """Step 2 of round ``r``: seed it, train it, describe it; and its θk snapshot (or None).
+
+    The round's training, and the wall time around it by place, go into ``ledger``.
+    """
     seed, rewind_to = opts.training.seed, opts.reset.rewind_to
     release_freed()  # what set-up or the last reset freed, before training allocates
     if seed is not None:
@@ -65,8 +73,10 @@ def train_round(ticket, trainer, r, opts: SearchOptions, state, weights, rates, 
             ticket.steps_per_execution,
             model=ticket.model,
         )
+        early.predict = ledger.timed("masks", early.predict)
         round_callbacks.append(early)
-    round_record = _train(ticket, trainer, r, snapshot, round_callbacks)
+    final = r == opts.pruning.prunings
+    round_record = _train(ticket, trainer, r, snapshot, round_callbacks, ledger, final)
     if early is not None:
         round_record.early_bird_iteration = early.stopped_at
         round_record.mask_distances = early.distances
@@ -78,13 +88,20 @@ def _gradual_callback(gradual, scope):
     return gradual if isinstance(gradual, GradualPruning) else GradualPruning(gradual, scope=scope)
 
 
-def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRecord:
+def _train(
+    ticket, training: _Training, r: int, snapshot, callbacks, ledger: Ledger, final: bool
+) -> RoundRecord:
     """Train one round and describe it."""
+    clock = CallClock()
+    extra: list[keras.callbacks.Callback] = [clock]
     # The evaluation curve runs first, so user callbacks see val_loss / val_accuracy.
-    extra = []
     curve = None
     if training.validation is not None:
-        curve = EvaluationCurve(training.validation, training.test, training.eval_every)
+        curve = EvaluationCurve(
+            ledger.timed("evaluation", training.validation),
+            training.test and ledger.timed("evaluation", training.test),
+            training.eval_every,
+        )
         extra.append(curve)
     extra += list(callbacks or [])
     if snapshot is not None:
@@ -92,6 +109,8 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
     if training.stop_at is not None:
         extra.append(StopAtIteration(training.stop_at))
     start_iter = current_iteration(ticket)
+    compiles = ticket.train_function is None  # this fit traces and compiles the step
+    booked = ledger.cost.outside_seconds
     t0 = time.perf_counter()
     fit_kwargs = {"shuffle": False, **training.fit_kwargs}  # the stream is shuffled already
     # After round 0, start_round's set_masks has just zeroed the pruned weights.
@@ -106,7 +125,22 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
             **fit_kwargs,
         )
     seconds = time.perf_counter() - t0
-    moved = ticket.apply_masks()
+    iterations = current_iteration(ticket) - start_iter
+    inside = ledger.cost.outside_seconds - booked  # evaluations, early-bird checks
+    ledger.trained(iterations, training.examples(iterations), seconds - inside, final=final)
+    training.compile_time.fit_ended(clock.calls, compiles, ledger)
+    with ledger.outside("reset"):
+        moved = ticket.apply_masks()
+    with ledger.outside("records"):
+        rec = _describe(ticket, r, iterations, seconds, history, curve, moved)
+    if curve is None and training.test is not None:
+        with ledger.outside("evaluation"):
+            rec.test_loss, rec.test_accuracy = training.test()
+    return rec
+
+
+def _describe(ticket, r, iterations, seconds, history, curve, moved) -> RoundRecord:
+    """The round's record: masks, sparsity, metrics (``moved``: pruned weights set back to 0)."""
     if moved:
         warnings.warn(
             f"Round {r}: {moved} pruned weights were not 0 after training and were set back "
@@ -120,7 +154,7 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
         round=r,
         sparsity=every.pop("overall"),
         layer_sparsity=every,
-        iterations=current_iteration(ticket) - start_iter,
+        iterations=iterations,
         seconds=seconds,
         masks=masks,
     )
@@ -139,8 +173,6 @@ def _train(ticket, training: _Training, r: int, snapshot, callbacks) -> RoundRec
         rec.early_stop_val_loss = best["val_loss"]
         rec.early_stop_val_accuracy = best["val_accuracy"]
         rec.early_stop_test_accuracy = best.get("test_accuracy")
-    elif training.test is not None:
-        rec.test_loss, rec.test_accuracy = training.test()
     return rec
 
 
@@ -199,17 +231,26 @@ class _Training:
     eval_every: int | None
     verbose: int | str
     fit_kwargs: dict[str, Any]
+    #: ``(examples per pass, batch size)``; a pipeline's pass is unknown (``None``), and
+    #: so may be its batch size
+    pass_shape: tuple[int | None, int | None] = (None, None)
+    compile_time: CompileTime = field(default_factory=lambda: CompileTime())
 
     @classmethod
     def create(cls, train, *, epochs, steps, batch_size, seed, eval_every, **settings):
         total = _total_steps(train, epochs, steps, batch_size)
         if is_tf_dataset(train):
             data, epoch_steps = (train.repeat() if steps is not None else train), None
+            first = keras.tree.flatten(train.element_spec)[0]
+            settings["pass_shape"] = (None, first.shape[0] if first.shape.rank else None)
         elif isinstance(train, keras.utils.PyDataset):
             data, epoch_steps = train, None
+            settings["pass_shape"] = (None, getattr(train, "batch_size", None))
         else:  # arrays: one stream for the whole search, the same batches on every backend
             data = array_batches(*train, batch_size, seed)
-            epoch_steps = math.ceil(structure.num_examples(*train) / batch_size)
+            n = structure.num_examples(*train)
+            epoch_steps = math.ceil(n / batch_size)
+            settings["pass_shape"] = (n, batch_size)
         stop_at = None
         if steps is not None:  # fit in chunks of eval_every, stopped at exactly `steps`
             per_epoch = min(steps, eval_every or steps)
@@ -221,6 +262,44 @@ class _Training:
     def stream(self):
         """What one round's ``fit`` reads: the dataset, or what the batch factory gives."""
         return self.data() if callable(self.data) else self.data
+
+    def examples(self, iterations: int) -> int | None:
+        """Examples read by the first ``iterations`` batches of the stream (``None``: unknown).
+
+        Over arrays exactly (a pass ends with its one short batch); over a
+        pipeline ``iterations`` times its batch size, where that is known.
+        """
+        n, batch = self.pass_shape
+        if batch is None:
+            return None
+        if n is None:
+            return iterations * int(batch)
+        full, rest = divmod(iterations, math.ceil(n / batch))
+        return full * n + rest * batch
+
+
+class CompileTime:
+    """Books the first training call's time beyond a warm call as ``compile`` (once).
+
+    The fit that traces and compiles the training step gives its first call;
+    the median of every other call measured (that fit's later calls, then the
+    next fits') is a warm one.
+    """
+
+    def __init__(self):
+        self.first: float | None = None
+        self.warm: list[float] = []
+        self.booked = False
+
+    def fit_ended(self, calls: list[float], compiled: bool, ledger: Ledger) -> None:
+        if self.booked:
+            return
+        if compiled and calls:
+            self.first, calls = calls[0], calls[1:]
+        self.warm += calls
+        if self.first is not None and self.warm:
+            ledger.compiled(self.first - statistics.median(self.warm))
+            self.booked = True
 
 
 def check_rewind_point(reset: Reset, training: _Training) -> None:
