@@ -152,7 +152,7 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_non_chief_resumes_from_the_run_directory_and_never_writes(tmp_path, monkeypatch):
-    import keras_lottery.search.loop.loop
+    import keras_lottery.search.loop
 
     chief = search(tmp_path / "run")
     before = _files(tmp_path / "run")
