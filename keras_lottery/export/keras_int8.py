@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
-from keras_lottery.export.inputs import predict
+from keras_lottery.export.keras_file import save_and_reload
 from keras_lottery.export.prepare import rebuild
 from keras_lottery.export.report import ExportError, kernel_stats, weight_matrices
 from keras_lottery.export.writer import Format, Options
@@ -62,18 +61,7 @@ def stored_matrices(model: keras.Model) -> list[tuple[str, Any]]:
 
 def write(model: keras.Model, tmp: Path, x, options: Options) -> dict[str, Any]:
     copy, quantized, kept = quantized_copy(model)
-    copy.save(tmp)
-    try:
-        loaded = keras.models.load_model(tmp, compile=False)
-    except Exception as e:
-        raise ExportError(
-            f"The int8 .keras file does not load: {type(e).__name__}: {e}. A subclassed "
-            "model or custom layer must be registered with "
-            "@keras.saving.register_keras_serializable() and implement get_config()."
-        ) from e
-    outputs = predict(loaded, x)
-    if not all(np.isfinite(o).all() for o in outputs):
-        raise ExportError("The int8 .keras model computes NaN or inf outputs.")
+    loaded, outputs = save_and_reload(copy, tmp, x, "int8")
     notes = [f"Keras int8 ({len(quantized)} layers): {', '.join(quantized)}"]
     if kept:
         notes.append(f"kept float32 (Keras has no int8 form for them): {', '.join(kept)}")
