@@ -3,19 +3,19 @@
 A small ResNet adapted to 28x28 (a 3x3 stem of 16 channels, a residual block of 16,
 stride-2 residual blocks of 32 and 64 with 1x1 projection shortcuts, each block two 3x3 convs
 with BatchNormalization, global average pooling, a Dense classifier), trained with Adam on
-the first ``--train-size`` training digits and searched with
-``find_ticket(..., granularity="unit")``: whole filters, each residual stream's channels
-pruned together across the ``Add`` they meet at, rewinding to iteration ``--rewind-to``
-(late rewinding: at 2 epochs of 16,000 digits, rewinding to θ0 left the ticket 3.2 points
-below the dense net, seed 0).  Round 0 is the dense net; the ticket is the last round.  The
-ticket is compacted (:func:`keras_lottery.compact`) and exported to float32 TFLite with
-``batch_size=1``; its LiteRT latency is timed side by side with the dense architecture's
-file (speed does not depend on the weights' values).
+the first ``--train-size`` training digits (55,000: the rest is the usual validation split)
+for ``--epochs`` epochs a round, the learning rate on a cosine from 1e-3 to 0 in each round
+(``--schedule``), and searched with ``find_ticket(..., granularity="unit")``: whole filters,
+each residual stream's channels pruned together across the ``Add`` they meet at, rewinding
+to iteration ``--rewind-to`` (late rewinding).  Round 0 is the dense net; the ticket is the
+last round.  The ticket is compacted (:func:`keras_lottery.compact`) and exported to float32
+TFLite with ``batch_size=1``; its LiteRT latency is timed side by side with the dense
+architecture's file (speed does not depend on the weights' values).
 
     PYTHONPATH=. python experiments/residual_mnist.py --seeds 0 1
 
-writes ``results/residual_mnist_<rewind_to>_s<seed>.json`` per seed and prints the table of the
-README; ``--rewind-to init`` gives the θ0 rows.
+writes ``results/residual_mnist_<rewind_to>_<schedule>_s<seed>.json`` per seed and prints the
+table of the README (``--table``: every stored result).
 """
 
 from __future__ import annotations
@@ -40,8 +40,13 @@ MNIST_DIR = ROOT.parent.parent / "shared" / "data" / "mnist"
 sys.path.insert(0, str(ROOT.parent / "benchmarks"))
 
 
-def resnet(seed: int) -> keras.Model:
-    """The residual CNN, compiled with Adam 1e-3 (BatchNormalization momentum 0.9: short runs)."""
+def resnet(seed: int, decay_steps: int | None = None) -> keras.Model:
+    """The residual CNN, compiled with Adam 1e-3 (BatchNormalization momentum 0.9: short runs).
+
+    With ``decay_steps`` the learning rate follows a cosine from 1e-3 to 0 over that many
+    steps: every round's training ends on a settled net, so one round's last epoch is not
+    judged mid-swing (the optimizer's iteration count restarts at the rewind point each round).
+    """
     keras.utils.set_random_seed(seed)
     layers = keras.layers
 
@@ -63,8 +68,11 @@ def resnet(seed: int) -> keras.Model:
     x = block(x, 64, 2, "block3")
     x = layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, layers.Dense(10, name="logits")(x), name="resnet_mnist")
+    rate = 1e-3
+    if decay_steps is not None:
+        rate = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps)
     model.compile(
-        keras.optimizers.Adam(1e-3),
+        keras.optimizers.Adam(rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -74,8 +82,9 @@ def resnet(seed: int) -> keras.Model:
 def run(seed: int, data: kl.Dataset, args) -> dict:
     from structured_speed import litert_latency
 
+    steps = args.epochs * -(-len(data.x_train) // 64) if args.schedule == "cosine" else None
     ticket = kl.find_ticket(
-        resnet(seed),
+        resnet(seed, steps),
         data,
         granularity="unit",
         unit_criterion=args.criterion,
@@ -114,7 +123,7 @@ def run(seed: int, data: kl.Dataset, args) -> dict:
         "speedup": latency["dense"] / latency["ticket"],
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"residual_mnist_{args.rewind_to}_s{seed}.json"
+    out = RESULTS / f"residual_mnist_{args.rewind_to}_{args.schedule}_s{seed}.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out)
@@ -123,17 +132,22 @@ def run(seed: int, data: kl.Dataset, args) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| rewind to | seed | dense test acc | ticket test acc | Δ (points) | "
+        "| training per round | rewind to | seed | dense test acc | ticket test acc | Δ (points) | "
         "compacted TFLite test acc | parameters (dense → compacted) | "
         "LiteRT ms, batch 1 (dense / compacted) | speed-up |",
-        "|---|---:|---:|---:|---:|---:|---|---|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in results:
         delta = 100 * (r["ticket_test_accuracy"] - r["dense_test_accuracy"])
         rewind = r["settings"].get("rewind_to", "init")  # results written before the option
         rewind = "θ0" if rewind == "init" else f"iteration {rewind}"
+        settings = r["settings"]
+        training = (
+            f"{settings['train_size'] // 1000}k digits × {settings['epochs']} epochs, "
+            f"{'cosine' if settings.get('schedule') == 'cosine' else 'constant'} rate"
+        )
         lines.append(
-            f"| {rewind} | {r['seed']} | {r['dense_test_accuracy']:.2%} | "
+            f"| {training} | {rewind} | {r['seed']} | {r['dense_test_accuracy']:.2%} | "
             f"{r['ticket_test_accuracy']:.2%} | "
             f"{delta:+.2f} | {r['tflite_test_accuracy']:.2%} | {r['params_dense']:,} → "
             f"{r['params_compacted']:,} | {r['dense_ms']:.4f} / {r['ticket_ms']:.4f} | "
@@ -145,11 +159,17 @@ def table(results: list[dict]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--train-size", type=int, default=16000)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of every round")
+    parser.add_argument("--train-size", type=int, default=55000)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of every round")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0.5, help="units pruned per round")
     parser.add_argument("--criterion", default="l1")
+    parser.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        default="cosine",
+        help="learning rate of every round: 1e-3 throughout, or a cosine from 1e-3 to 0",
+    )
     parser.add_argument(
         "--rewind-to",
         type=lambda v: v if v == "init" else int(v),
@@ -159,8 +179,15 @@ def main():
     parser.add_argument("--table", action="store_true", help="print the table of all results")
     args = parser.parse_args()
     if args.table:
-        files = sorted(RESULTS.glob("residual_mnist_*_s*.json"))
-        print(table([json.loads(f.read_text()) for f in files]))
+        found = [json.loads(f.read_text()) for f in RESULTS.glob("residual_mnist_*_s*.json")]
+        found.sort(  # the current protocol (cosine) first, then by rewind point and seed
+            key=lambda r: (
+                r["settings"].get("schedule") != "cosine",
+                str(r["settings"].get("rewind_to", "init")),
+                r["seed"],
+            )
+        )
+        print(table(found))
         return
     full = kl.load_dataset(str(MNIST_DIR))
     data = kl.Dataset(

@@ -112,8 +112,11 @@ def export(
         compact: export :func:`keras_lottery.compact.compaction` of the model instead: units
             without surviving inputs folded into the next bias, units without
             outputs removed, so the file holds a smaller *dense* network that
-            computes the same function and runs faster (chains of Dense/Conv
-            layers; other models are refused with the reason).
+            computes the same function and runs faster.  Sequential and
+            functional models, residual adds, concatenations and attention heads
+            included (coupled units go together); a layer that compaction cannot
+            read is refused with the reason, or taught through
+            :func:`keras_lottery.compact.register_rule`.
         batch_size: fix the batch dimension of the SavedModel / TFLite
             signature (``None``, default: any batch).  For latency exports
             ``batch_size=1``: with an unknown batch, reshapes such as
