@@ -9,6 +9,10 @@ a fresh process (``find_ticket(rounds=R, steps=2)``, no run directory unless
   for one search of 3 rounds and one of 1 round, minus a warm 2-step ``fit``
   of the same model on the same stream (measured after the search, in the
   same process); the median over ``--repeats`` pairs;
+* **round to round** (in one process, no compile in it): the wall from the
+  start of round 1's ``fit`` to the start of round 3's, halved, minus the warm
+  ``fit``: all that one more round adds, host work included, measured by a
+  callback (the median over ``--repeats`` searches of 3 rounds);
 * **the ledger of the 3-round searches** (``ticket.lottery.cost`` and each
   round's ``RoundRecord.outside``): for rounds after the first, the wall
   outside training by place, and the round's training beyond the warm fit.
@@ -50,6 +54,12 @@ def child(rounds: int, run_dir: bool) -> dict:
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     x = rng.random((8 * BATCH, 64, 64, 3), dtype=np.float32)
     y = rng.integers(0, 10, 8 * BATCH)
+    starts: list[float] = []  # the start of each round's fit
+
+    class Starts(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            starts.append(time.perf_counter())
+
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         ticket = kl.find_ticket(
@@ -60,6 +70,7 @@ def child(rounds: int, run_dir: bool) -> dict:
             batch_size=BATCH,
             seed=0,
             run_dir=tmp if run_dir else None,
+            callbacks=[Starts()],
             verbose=0,
         )
         total = time.perf_counter() - t0
@@ -75,6 +86,7 @@ def child(rounds: int, run_dir: bool) -> dict:
         "rounds": rounds,
         "total": total,
         "warm_fit": statistics.median(warm),
+        "starts": starts,
         "fit": [r.seconds for r in record.rounds],
         "outside": [getattr(r, "outside", {}) for r in record.rounds],
         "cost": None if cost is None else cost.to_dict(),
@@ -96,6 +108,14 @@ def marginal(pair: dict[int, dict]) -> float:
     """``(T(3) - T(1)) / 2`` beyond a warm 2-step fit (the warm fit: median of both runs')."""
     warm = statistics.median([pair[1]["warm_fit"], pair[3]["warm_fit"]])
     return (pair[3]["total"] - pair[1]["total"]) / 2 - warm
+
+
+def round_to_round(run: dict) -> float | None:
+    """Start of round 1's ``fit`` to start of round 3's, halved, beyond a warm ``fit``."""
+    starts = run.get("starts") or []
+    if len(starts) != 4:
+        return None  # a checkout without the callback, or not one fit per round
+    return (starts[3] - starts[1]) / 2 - run["warm_fit"]
 
 
 def ledger_rows(runs: list[dict]) -> dict[str, float]:
@@ -137,13 +157,23 @@ def main() -> None:
     import keras
 
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, {THREADS} threads")
-    print("\n| checkout | marginal round (s): median [min, max] | warm 2-step fit (s) |")
-    print("|---|---:|---:|")
+    print(
+        "\n| checkout | round to round (s): median [min, max] | "
+        "marginal round (s): median [min, max] | warm 2-step fit (s) |"
+    )
+    print("|---|---:|---:|---:|")
     for c, pairs in results.items():
         m = [marginal(p) for p in pairs]
+        inner = [x for x in (round_to_round(p[3]) for p in pairs) if x is not None]
+        inner_cell = (
+            f"{statistics.median(inner):.2f} [{min(inner):.2f}, {max(inner):.2f}]" if inner else "-"
+        )
         warm = statistics.median(p[k]["warm_fit"] for p in pairs for k in (1, 3))
         name = os.path.basename(c) or c
-        print(f"| {name} | {statistics.median(m):.2f} [{min(m):.2f}, {max(m):.2f}] | {warm:.2f} |")
+        print(
+            f"| {name} | {inner_cell} | {statistics.median(m):.2f} [{min(m):.2f}, {max(m):.2f}] "
+            f"| {warm:.2f} |"
+        )
     for c, pairs in results.items():
         runs = [p[3] for p in pairs if p[3]["cost"] is not None]
         if not runs:
