@@ -27,7 +27,16 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 #: What happens to the survivors after each pruning (step 4), and to the mask (step 3).
-STRATEGIES = ("rewind", "reinit", "rearrange", "random_prune", "continue", "finetune", "lr_rewind")
+STRATEGIES = (
+    "rewind",
+    "reinit",
+    "rearrange",
+    "random_prune",
+    "invert",
+    "continue",
+    "finetune",
+    "lr_rewind",
+)
 SCOPES = ("layerwise", "global")
 #: Granularities by name; an ``"N:M"`` pattern such as ``"2:4"`` is one too.
 GRANULARITIES = ("weight", "unit")
@@ -415,7 +424,9 @@ class Reset(_Options):
     ``rewind_to=k``, the weights after k iterations of round 0) or a control:
     ``"reinit"`` (same masks, fresh weights from the layers' initializers),
     ``"rearrange"`` (same count per layer at random positions, θ0 values),
-    ``"random_prune"`` (random masks, same sparsity), ``"continue"`` (Han et
+    ``"random_prune"`` (random masks, same sparsity), ``"invert"`` (keep the
+    *lowest*-ranked survivors instead, same counts: smallest magnitudes, or
+    lowest learned scores; Frankle et al. 2021's sanity check), ``"continue"`` (Han et
     al.: keep the trained weights), ``"finetune"`` (keep them and retrain at
     ``finetune_lr_scale`` times the learning rate), ``"lr_rewind"`` (Renda et
     al. 2020: keep the trained survivors, fresh optimizer, replay the

@@ -178,6 +178,16 @@ def test_learned_masks_differ_from_magnitude_and_the_controls_apply(learned):
 
 
 @pytest.mark.backends
+def test_inverted_learned_masks_keep_the_lowest_scores(learned):
+    """Frankle et al.'s inversion check: same counts, the lowest scores (here: other weights)."""
+    masks = _masks(learned[0].lottery.final)
+    inverted = kl.find_ticket(_model(), _data(), strategy="invert", **OPTS).lottery
+    for name, m in _masks(inverted.final).items():  # 12.5% kept: top and bottom are disjoint
+        assert int(m.sum()) == int(masks[name].sum()), name
+        assert not np.any(m & masks[name]), name
+
+
+@pytest.mark.backends
 def test_learned_search_resumes_between_its_phases(learned, tmp_path):
     class Interrupt(keras.callbacks.Callback):
         calls = 0

@@ -10,7 +10,7 @@ import pytest
 from conftest import lenet
 
 import keras_lottery as kl
-from keras_lottery.criteria.magnitude import keep_count, magnitude_layerwise
+from keras_lottery.criteria.magnitude import keep_count, magnitude_layerwise, top_k
 from keras_lottery.records.checkpoint import CorruptCheckpointError
 
 FAST = dict(epochs=1, batch_size=60, validation_split=0.1, verbose=0)
@@ -95,7 +95,7 @@ def test_late_rewinding_resets_to_theta_k(small):
 @pytest.mark.backends
 def test_controls_change_what_they_should(small):
     runs = {}
-    for strategy in ("rewind", "reinit", "rearrange", "random_prune", "continue"):
+    for strategy in ("rewind", "reinit", "rearrange", "random_prune", "continue", "invert"):
         spy = RoundStarts()
         ticket = kl.find_ticket(
             lenet(hidden=(64,)), small, rounds=1, strategy=strategy, seed=3, callbacks=[spy], **FAST
@@ -115,6 +115,16 @@ def test_controls_change_what_they_should(small):
     cont_spy = runs["continue"][1]
     for (end_k, _), (start_k, mask) in zip(cont_spy.ends[0].values(), cont_spy.starts[1].values()):
         np.testing.assert_array_equal(start_k, end_k * mask)  # trained weights kept
+    inv_spy = runs["invert"][1]  # the smallest trained magnitudes survive, at θ0
+    for (trained, before), (start_k, mask), ref, t0 in zip(
+        inv_spy.ends[0].values(), inv_spy.starts[1].values(), ref_masks, theta0
+    ):
+        np.testing.assert_array_equal(mask.sum(), ref.sum())
+        expected = top_k(-np.abs(trained), before, int(ref.sum()))
+        np.testing.assert_array_equal(mask, expected)
+        dropped = (before == 1) & (mask == 0)
+        assert np.abs(trained[mask == 1]).max() <= np.abs(trained[dropped]).min()
+        np.testing.assert_array_equal(start_k, t0 * mask)
 
 
 class WritesIntoPrunedWeights(keras.callbacks.Callback):
@@ -373,6 +383,7 @@ def _bad(**kw):
         (_bad(strategy="magic"), "Unknown strategy"),
         (_bad(scope="local"), "Unknown scope"),
         (_bad(rewind_to=-3), "rewind_to must be"),
+        (_bad(strategy="invert", granularity="unit"), "strategy='invert' keeps the lowest"),
     ],
 )
 def test_bad_options_are_named(small, kwargs, match):

@@ -4,7 +4,7 @@ The magnitude rules themselves are NumPy functions of :mod:`keras_lottery.criter
 this module applies them to a mask-aware model: the rate of each pruned weight,
 the granularity (single weights, whole units or filters, N:M groups), the scope
 (per layer or global) and the controls of ``strategy`` (``rearrange``,
-``random_prune``).  Early-bird watches the mask this rule would make.
+``random_prune``, ``invert``).  Early-bird watches the mask this rule would make.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def _next_masks(
         raise ValueError("Scores rank single weights: use granularity='weight'.")
     if keep_current:
         scope, granularity = "layerwise", "weight"
+    sign = -1.0 if strategy == "invert" else 1.0  # invert: keep the lowest-ranked survivors
     n_m = _n_m(granularity)
     if scope == "layerwise" and granularity == "weight" and strategy != "random_prune":
         # The default rule reads one weight at a time: no copy of the whole model.
@@ -84,7 +85,7 @@ def _next_masks(
             mask = np.asarray(w.mask)
             k = int(mask.sum()) if keep_current else _keep(w, rates, target_round)
             ranked = _magnitudes(w.kernel) if scores is None else np.asarray(scores[w.name])
-            new = magnitude.top_k(ranked, mask, k)
+            new = magnitude.top_k(ranked if sign > 0 else -ranked, mask, k)
             masks.update(PackedMasks.pack({w.name: new}).packed)
         masks = PackedMasks(masks)
         return magnitude.rearrange(masks, rng) if strategy == "rearrange" else masks
@@ -118,10 +119,11 @@ def _next_masks(
     else:  # single weights over the whole model (per layer is the fast path above)
         total = sum(m.size for m in current.values())
         kept = magnitude.keep_count(total, next(iter(rates.values())), target_round)
-        if scores is None:
+        if scores is None and sign > 0:
             masks = magnitude.magnitude_global(trained, current, kept)
         else:
-            ranked = {n: np.asarray(scores[n], dtype="float64") for n in current}
+            source = {n: np.abs(v) for n, v in trained.items()} if scores is None else scores
+            ranked = {n: sign * np.asarray(source[n], dtype="float64") for n in current}
             masks = magnitude.top_k_global(ranked, current, kept)
     if strategy == "rearrange" and granularity == "unit":
         masks = _rearrange_units(weights, masks, rng)

@@ -86,6 +86,12 @@ class SearchOptions:
                 "early_bird watches the magnitude mask during training: it cannot be combined "
                 "with strategy='random_prune' or gradual magnitude."
             )
+        if reset.strategy == "invert" and (p.granularity != "weight" or gradual is not None):
+            raise ValueError(
+                "strategy='invert' keeps the lowest-ranked single weights: use it with "
+                f"granularity='weight' and without gradual pruning (got granularity="
+                f"{p.granularity!r}{', gradual' if gradual is not None else ''})."
+            )
         _check_method(p, groups["training"], eb, gradual)
         if split is not None and (not isinstance(split, numbers.Real) or not 0.0 < split < 1.0):
             raise ValueError(f"validation_split must be in (0, 1), got {split!r}.")
