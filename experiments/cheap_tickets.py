@@ -18,6 +18,7 @@ the output layer), with the paper's optimizer (Adam 1.2e-3, batch 60),
   ``mask_phase`` 0.5 and 3 (1.5 and 4 trainings in all);
 * ``subset``: IMP whose pruning rounds train on 10 % of the examples
   (``prune_subset=0.1``, the critical rule), round 0 and the ticket on all;
+  ``subset_random`` the same on a random 10 % (the control of the critical rule);
 * ``snip``, ``synflow``: pruning at initialization (global scope) to the same
   overall sparsity, then one training.
 
@@ -49,6 +50,7 @@ METHODS = (
     "learned_half",
     "learned_long",
     "subset",
+    "subset_random",
     "snip",
     "synflow",
 )
@@ -91,6 +93,8 @@ def _row(net, method, rounds, seed, args, record, upto, seconds, **extra):
         "layer_remaining": {k: 1 - v for k, v in final.layer_sparsity.items()},
         "early_stop_test_accuracy": final.early_stop_test_accuracy,
         "final_test_accuracy": final.test_accuracy,
+        # round 0 (the dense net, or the mask phase of learned masks)
+        "round0_early_stop_test_accuracy": record.rounds[0].early_stop_test_accuracy,
         "iterations": iterations,
         "training_equivalents": iterations / args.steps,
         "seconds": seconds,
@@ -131,6 +135,7 @@ def run(net, method, rounds, seed, splits, args, imp_rounds=()) -> list[dict]:
         "learned_half": {"method": "learned", "mask_phase": 0.5},
         "learned_long": {"method": "learned", "mask_phase": 3.0},
         "subset": {"prune_subset": 0.1},
+        "subset_random": {"prune_subset": 0.1, "subset_rule": "random"},
     }[method]
     record, seconds = _search(net, seed, splits, args, rounds=rounds, **options)
     return [_row(net, method, rounds, seed, args, record, len(record.rounds) - 1, seconds)]

@@ -142,6 +142,11 @@ def test_global_scope_keeps_imps_total():
     masks = _masks(record.final)
     total = sum(m.size for m in masks.values())
     assert sum(int(m.sum()) for m in masks.values()) == keep_count(total, 0.5, 3)
+    # inverted under one threshold: the same total, the lowest scores (no weight in common)
+    opts = {**OPTS, "scope": "global", "strategy": "invert"}
+    inverted = _masks(kl.find_ticket(_model(), _data(), **opts).lottery.final)
+    assert sum(int(m.sum()) for m in inverted.values()) == keep_count(total, 0.5, 3)
+    assert not any(np.any(inverted[n] & masks[n]) for n in masks)
 
 
 @pytest.mark.backends
