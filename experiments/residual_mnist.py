@@ -139,12 +139,12 @@ def table(results: list[dict]) -> str:
     ]
     for r in results:
         delta = 100 * (r["ticket_test_accuracy"] - r["dense_test_accuracy"])
-        rewind = r["settings"].get("rewind_to", "init")  # results written before the option
-        rewind = "θ0" if rewind == "init" else f"iteration {rewind}"
         settings = r["settings"]
+        rewind = settings.get("rewind_to", "init")  # results written before the option
+        rewind = "θ0" if rewind == "init" else f"iteration {rewind}"
         training = (
             f"{settings['train_size'] // 1000}k digits × {settings['epochs']} epochs, "
-            f"{'cosine' if settings.get('schedule') == 'cosine' else 'constant'} rate"
+            f"{settings.get('schedule', 'constant')} rate"  # constant: before the option
         )
         lines.append(
             f"| {training} | {rewind} | {r['seed']} | {r['dense_test_accuracy']:.2%} | "

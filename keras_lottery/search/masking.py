@@ -119,12 +119,13 @@ def _next_masks(
     else:  # single weights over the whole model (per layer is the fast path above)
         total = sum(m.size for m in current.values())
         kept = magnitude.keep_count(total, next(iter(rates.values())), target_round)
-        if scores is None and sign > 0:
-            masks = magnitude.magnitude_global(trained, current, kept)
+        if scores is None:
+            ranked = {n: np.abs(trained[n]) for n in current}
         else:
-            source = {n: np.abs(v) for n, v in trained.items()} if scores is None else scores
-            ranked = {n: sign * np.asarray(source[n], dtype="float64") for n in current}
-            masks = magnitude.top_k_global(ranked, current, kept)
+            ranked = {n: np.asarray(scores[n], dtype="float64") for n in current}
+        if sign < 0:
+            ranked = {n: -v for n, v in ranked.items()}
+        masks = magnitude.top_k_global(ranked, current, kept)
     if strategy == "rearrange" and granularity == "unit":
         masks = _rearrange_units(weights, masks, rng)
     elif strategy == "rearrange":
